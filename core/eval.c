@@ -1,0 +1,2 @@
+/* placeholder: owned by the dataset/eval helper */
+#include "sw_error.h"

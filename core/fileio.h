@@ -1,0 +1,37 @@
+/*
+ * fileio: whole-file reads with a size limit, and crash-safe whole-file
+ * writes (temporary file, fsync, rename, fsync of the directory).
+ *
+ * Buffers returned by sw_file_read are owned by the caller (free()) and are
+ * NUL-terminated one byte past *len so text parsers may treat them as strings.
+ * Thread safety: reentrant.
+ */
+#ifndef SW_FILEIO_H
+#define SW_FILEIO_H
+
+#include <stddef.h>
+
+#include "sw_error.h"
+
+/*
+ * Reads all of path.  A file larger than max_bytes fails with SW_ETOOBIG
+ * before anything is allocated.  On success *out and *len are set.
+ */
+int sw_file_read(const char *path, size_t max_bytes, char **out, size_t *len, sw_diag *diag);
+
+/*
+ * Writes data to path atomically: path.tmp.PID is written, fsynced and renamed
+ * over path, then the directory is fsynced.  Mode is applied to the new file.
+ */
+int sw_file_write_atomic(const char *path, const void *data, size_t len, int mode, sw_diag *diag);
+
+/* Creates a directory (and no parents) if it does not exist. */
+int sw_mkdir(const char *path, int mode, sw_diag *diag);
+
+/* Joins dir and name into buf ("dir/name"); SW_ETOOBIG if it does not fit. */
+int sw_path_join(char *buf, size_t size, const char *dir, const char *name);
+
+/* Copies a file atomically (read, then sw_file_write_atomic). */
+int sw_file_copy(const char *src, const char *dst, size_t max_bytes, sw_diag *diag);
+
+#endif

@@ -1,0 +1,1 @@
+#include "gpt2.h"

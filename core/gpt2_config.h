@@ -1,0 +1,53 @@
+/*
+ * gpt2_config: the architecture of a GPT-2 family model, read from and
+ * written to a Hugging Face config.json.
+ *
+ * Keys read: n_embd, n_layer, n_head, n_positions (or n_ctx), vocab_size,
+ * layer_norm_epsilon, activation_function (must be "gelu_new" when present),
+ * tie_word_embeddings (default true).  Values are bounded so that a hostile
+ * file cannot make the loader allocate absurd amounts of memory.
+ * Thread safety: reentrant.
+ */
+#ifndef SW_GPT2_CONFIG_H
+#define SW_GPT2_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sw_error.h"
+
+#define SW_GPT2_MAX_LAYERS 256
+#define SW_GPT2_MAX_EMBD 16384
+#define SW_GPT2_MAX_HEADS 256
+#define SW_GPT2_MAX_POSITIONS 65536
+#define SW_GPT2_MAX_VOCAB (1 << 20)
+/* Refuse models above 2^34 parameters (64 GiB of float). */
+#define SW_GPT2_MAX_PARAMS (UINT64_C(1) << 34)
+#define SW_GPT2_CONFIG_MAX_BYTES (1u << 20)
+
+typedef struct sw_gpt2_config {
+    int n_layer;
+    int n_head;
+    int n_embd;           /* C; a multiple of n_head */
+    int n_positions;      /* maxT */
+    int vocab_size;       /* V */
+    float layer_norm_epsilon;
+    bool tie_word_embeddings;
+} sw_gpt2_config;
+
+/* Checks bounds and consistency (n_embd % n_head == 0, parameter count). */
+int sw_gpt2_config_validate(const sw_gpt2_config *cfg, const char *name, sw_diag *diag);
+
+/* Parses a config.json text of len bytes; name appears in error messages. */
+int sw_gpt2_config_parse(const char *json, size_t len, const char *name, sw_gpt2_config *out,
+                         sw_diag *diag);
+int sw_gpt2_config_load(const char *path, sw_gpt2_config *out, sw_diag *diag);
+
+/* Writes a Hugging Face compatible config.json (model_type gpt2, n_ctx too). */
+int sw_gpt2_config_write(const char *path, const sw_gpt2_config *cfg, sw_diag *diag);
+
+/* Number of parameters, counting a tied LM head once. */
+uint64_t sw_gpt2_config_param_count(const sw_gpt2_config *cfg);
+
+#endif
