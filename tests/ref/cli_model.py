@@ -1,0 +1,2 @@
+import sys
+sys.exit("cli_model: not written yet")
