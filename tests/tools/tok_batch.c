@@ -1,0 +1,5 @@
+/* placeholder until written: fails on purpose */
+int main(void)
+{
+    return 1;
+}
