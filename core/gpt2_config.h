@@ -3,9 +3,10 @@
  * written to a Hugging Face config.json.
  *
  * Keys read: n_embd, n_layer, n_head, n_positions (or n_ctx), vocab_size,
- * layer_norm_epsilon, activation_function (must be "gelu_new" when present),
- * tie_word_embeddings (default true).  Values are bounded so that a hostile
- * file cannot make the loader allocate absurd amounts of memory.
+ * layer_norm_epsilon, activation_function (must be "gelu_new" or its alias
+ * "gelu_pytorch_tanh" when present), tie_word_embeddings (default true), n_inner
+ * (null or 4 * n_embd).  Values are bounded so that a hostile file cannot
+ * make the loader allocate absurd amounts of memory (docs/file-formats.md).
  * Thread safety: reentrant.
  */
 #ifndef SW_GPT2_CONFIG_H

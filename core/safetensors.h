@@ -8,7 +8,7 @@
  * section, no overlapping ranges.  A sw_safetensors owns its mapping and its
  * tensor table; tensor data pointers stay valid until sw_safetensors_close.
  *
- * Dtypes read: F32, F16, BF16.  Dtypes written: F32, F16.
+ * Dtypes read: F32, F16, BF16.  Dtypes written: F32, F16 (and BF16).
  * Thread safety: a sw_safetensors may be read from many threads at once.
  */
 #ifndef SW_SAFETENSORS_H
@@ -81,8 +81,8 @@ typedef struct sw_st_write_tensor {
 } sw_st_write_tensor;
 
 /*
- * Writes tensors in the given order with dtype F32 or F16, header padded to a
- * multiple of 8 bytes, metadata {"format":"pt"}.  Crash-safe: written to a
+ * Writes tensors in the given order with dtype F32 or F16 (BF16 also works),
+ * header padded to a multiple of 8 bytes, metadata {"format":"pt"}.  Crash-safe: written to a
  * temporary file, fsynced and renamed.  The output is a pure function of the
  * inputs (byte-identical for equal tensors).
  */
