@@ -24,15 +24,16 @@ SECONDS = int(os.environ.get("SW_BENCH_SECONDS", "4"))
 BATCH, SEQ = 8, 128
 
 TORCH_CHILD = r'''
-import json, os, resource, sys, time
+import json, math, os, resource, sys, time
 threads = int(sys.argv[2]); B = int(sys.argv[3]); T = int(sys.argv[4]); seconds = float(sys.argv[5])
 import torch
 torch.set_num_threads(threads)
 sys.path.insert(0, sys.argv[6])
 import np_gpt2
-cfg, tensors = np_gpt2.load_model(sys.argv[1])
+import numpy as np
+cfg, params = np_gpt2.load_model(sys.argv[1])
 def W(name):
-    return torch.from_numpy(np_gpt2.as_f32(tensors[name]))
+    return torch.from_numpy(np.ascontiguousarray(params[name], dtype=np.float32))
 L, H, C, V = cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["vocab_size"]
 eps = cfg.get("layer_norm_epsilon", 1e-5)
 wte, wpe = W("wte.weight"), W("wpe.weight")
@@ -50,6 +51,7 @@ for i in range(B * T):
     x_state = (x_state * 1664525 + 1013904223) % (1 << 32)
     ids.append((x_state >> 8) % V)
 tokens = torch.tensor(ids, dtype=torch.long).view(B, T)
+causal = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
 def forward(tokens):
     x = wte[tokens] + wpe[:T]
     for p in layers:
@@ -59,7 +61,9 @@ def forward(tokens):
         q = q.view(B, T, H, C // H).transpose(1, 2)
         k = k.view(B, T, H, C // H).transpose(1, 2)
         v = v.view(B, T, H, C // H).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // H))
+        att = torch.softmax(att.masked_fill(causal, float("-inf")), dim=-1)
+        a = att @ v
         a = a.transpose(1, 2).reshape(B, T, C)
         x = x + a @ p["attn.c_proj.weight"] + p["attn.c_proj.bias"]
         h = F.layer_norm(x, (C,), p["ln_2.weight"], p["ln_2.bias"], eps)
@@ -82,7 +86,9 @@ print(json.dumps({"tokens_per_s": iters * B * T / (t1 - t0), "peak_rss_mb": rss,
 
 
 def run_json(cmd, env=None):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"bench_forward: {' '.join(cmd)} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
