@@ -39,13 +39,13 @@
 #define SW_DATASET_MAX_TOKENS 65536
 
 typedef struct sw_dataset_record {
-    const int32_t *tokens;  /* (n_tokens) into the dataset's token pool */
-    int32_t n_tokens;       /* after truncation: 2 <= n_tokens <= max_tokens */
-    int32_t first_scored;   /* 1 <= first_scored < n_tokens */
-    int32_t n_prompt;       /* prompt tokens before truncation; 0 for text */
-    int32_t completion;     /* index into completions, or -1 for a text record */
+    const int32_t *tokens; /* (n_tokens) into the dataset's token pool */
+    int32_t n_tokens;      /* after truncation: 2 <= n_tokens <= max_tokens */
+    int32_t first_scored;  /* 1 <= first_scored < n_tokens */
+    int32_t n_prompt;      /* prompt tokens, all kept (n_prompt < n_tokens); 0 for text */
+    int32_t completion;    /* index into completions, or -1 for a text record */
     sw_jsonl_kind kind;
-    uint64_t line;          /* 1-based line in the file */
+    uint64_t line; /* 1-based line in the file */
 } sw_dataset_record;
 
 /* Scored positions of a record: n_tokens - first_scored (>= 1). */
@@ -55,28 +55,28 @@ static inline int32_t sw_dataset_record_scored(const sw_dataset_record *r)
 }
 
 typedef struct sw_dataset_completion {
-    const char *text;       /* NUL-terminated; may hold NULs: use len */
+    const char *text; /* NUL-terminated; may hold NULs: use len */
     size_t len;
-    const int32_t *tokens;  /* (n_tokens) enc(text), not truncated */
+    const int32_t *tokens; /* (n_tokens) enc(text), not truncated */
     int32_t n_tokens;
 } sw_dataset_completion;
 
 typedef struct sw_dataset {
-    char *name;                        /* the path (or name) it was loaded from */
+    char *name; /* the path (or name) it was loaded from */
     int max_tokens;
-    size_t n_records;                  /* kept records */
-    sw_dataset_record *records;        /* (n_records) in file order */
+    size_t n_records;           /* kept records */
+    sw_dataset_record *records; /* (n_records) in file order */
     size_t n_completions;
     sw_dataset_completion *completions; /* (n_completions) in order of first appearance */
     /* Over every record of the file, kept or dropped: */
     size_t n_text;
     size_t n_prompt_completion;
-    size_t n_dropped;                  /* nothing left to score */
-    size_t n_truncated;                /* kept records cut to max_tokens */
-    int64_t n_scored;                  /* scored positions over kept records */
-    int32_t max_len;                   /* longest kept record, in tokens */
-    int32_t max_token_id;              /* largest id in any record or completion */
-    struct sw_dataset_store *store;    /* private */
+    size_t n_dropped;               /* nothing left to score */
+    size_t n_truncated;             /* kept records cut to max_tokens */
+    int64_t n_scored;               /* scored positions over kept records */
+    int32_t max_len;                /* longest kept record, in tokens */
+    int32_t max_token_id;           /* largest id in any record or completion */
+    struct sw_dataset_store *store; /* private */
 } sw_dataset;
 
 /*

@@ -43,11 +43,11 @@ typedef enum sw_jsonl_kind {
 /* One parsed line.  Zero-initialise; sw_jsonl_record_fini releases it. */
 typedef struct sw_jsonl_record {
     sw_jsonl_kind kind;
-    char *text;           /* TEXT: the text; PROMPT_COMPLETION: the prompt */
-    size_t text_len;      /* bytes, excluding the trailing NUL */
-    char *completion;     /* PROMPT_COMPLETION only, else NULL */
+    char *text;       /* TEXT: the text; PROMPT_COMPLETION: the prompt */
+    size_t text_len;  /* bytes, excluding the trailing NUL */
+    char *completion; /* PROMPT_COMPLETION only, else NULL */
     size_t completion_len;
-    uint64_t line;        /* 1-based line number in the input */
+    uint64_t line; /* 1-based line number in the input */
 } sw_jsonl_record;
 
 /* Frees a record's strings and zeroes it; accepts a zeroed record. */
