@@ -111,6 +111,10 @@ void sw_gpt2_free(sw_gpt2 *m);
  * "transformer." prefix; the attention-mask buffers (h.N.attn.bias,
  * h.N.attn.masked_bias) are ignored; any other unknown tensor, a missing
  * tensor or a wrong shape is an error naming the tensor.
+ * Also: with a tied head an lm_head.weight in the file is ignored (as
+ * Hugging Face does), untied it is required; a tensor given both with and
+ * without the prefix, and a non-finite value, are errors.  F32, F16 and BF16
+ * files are read (converted to float exactly).  See docs/model.md.
  */
 int sw_gpt2_load(const char *dir, sw_gpt2 **out, sw_diag *diag);
 
@@ -127,7 +131,9 @@ int sw_gpt2_save(const sw_gpt2 *m, const char *dir, sw_dtype dtype, sw_diag *dia
 /*
  * GPT-2's initialisation: N(0, 0.02) for embeddings and linear weights,
  * N(0, 0.02/sqrt(2L)) for the residual projections (attn.c_proj, mlp.c_proj),
- * zero biases, unit layer-norm gains.  Deterministic for a seed.
+ * zero biases, unit layer-norm gains.  Deterministic for a seed: the
+ * normals come from a ChaCha20 stream keyed by BLAKE2b-256 of
+ * "swarmtune-gpt2-init-v1" || seed (docs/model.md).
  */
 void sw_gpt2_init_random(sw_gpt2 *m, uint64_t seed);
 

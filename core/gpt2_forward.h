@@ -30,17 +30,22 @@ typedef struct sw_gpt2_acts sw_gpt2_acts;
 int sw_gpt2_acts_alloc(const sw_gpt2_config *cfg, int max_B, int max_T, sw_gpt2_acts **out,
                        sw_diag *diag);
 void sw_gpt2_acts_free(sw_gpt2_acts *a);
-/* Bytes of scratch that sw_gpt2_acts_alloc would allocate. */
+/* Bytes of scratch that sw_gpt2_acts_alloc would allocate (SIZE_MAX when
+ * the size is impossible).  About 7*C floats per token of max_B*max_T plus
+ * fixed loss buffers; docs/model.md gives figures. */
 size_t sw_gpt2_acts_bytes(const sw_gpt2_config *cfg, int max_B, int max_T);
 
 /*
  * residual (B, T, C) = wte[tokens] + wpe[0..T).  Fails with SW_EINVAL (and a
  * diag naming batch row and position) on a token id outside [0, V), B or T
  * beyond the scratch, T beyond n_positions, or a length outside [1, T].
+ * Only real positions (t < lengths[b]) are read, so only they are checked.
+ * Internally only real positions are stored and computed (packed rows).
  */
 int sw_gpt2_embed(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const float *wte, const float *wpe,
                   const int32_t *tokens, const int32_t *lengths, int B, int T, sw_diag *diag);
-/* residual += attn(ln_1(residual)); residual += mlp(ln_2(residual)). */
+/* residual += attn(ln_1(residual)); residual += mlp(ln_2(residual)).
+ * Requires a successful sw_gpt2_embed on a (programmer error otherwise). */
 void sw_gpt2_block(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const sw_gpt2_layer *lw);
 /* hidden (B, T, C) = ln_f(residual). */
 void sw_gpt2_final(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const float *ln_f_w,
@@ -62,7 +67,10 @@ void sw_gpt2_logits(const sw_gpt2_config *cfg, const float *lm_head, const float
  * entries are set to 0.  Logits are computed only for the rows needed, a
  * chunk at a time, so memory stays small for large vocabularies.  *sum and
  * *count (either may be NULL) receive the total and the number scored.
- * A mask bit at t = 0 or t >= lengths[b] is ignored.
+ * A mask bit at t = 0 or t >= lengths[b] is ignored; mask may be NULL
+ * (every position scored).  tokens and lengths must be the forward's
+ * (SW_EINVAL otherwise).  A row whose hidden state is not finite (a
+ * diverged model) scores NaN, so the sum is NaN too.
  */
 int sw_gpt2_nll(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const float *lm_head,
                 const int32_t *tokens, const int32_t *lengths, const uint8_t *mask, int B, int T,
