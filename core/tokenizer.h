@@ -55,6 +55,16 @@ int32_t sw_tokenizer_eos(const sw_tokenizer *tok);
 int sw_tokenizer_encode(const sw_tokenizer *tok, const char *text, size_t len, sw_tokens *out);
 
 /*
+ * The pre-tokenizer alone, for tests and diagnostics: calls piece(ctx, p, n)
+ * for each piece GPT-2's pattern splits text[0..len) into, in order, after
+ * the invalid-UTF-8 replacement above (so p may point into a private copy,
+ * valid only during the call).  A non-zero return from piece stops the split
+ * and is returned.
+ */
+int sw_tokenizer_split(const sw_tokenizer *tok, const char *text, size_t len,
+                       int (*piece)(void *ctx, const char *p, size_t n), void *ctx);
+
+/*
  * Decodes ids into a malloc'd byte string (NUL-terminated, *len excludes the
  * NUL).  An id outside the vocabulary is SW_EINVAL.
  */
