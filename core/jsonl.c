@@ -194,7 +194,7 @@ static int jsonl_reader_new(const char *name, sw_jsonl_reader **out, sw_diag *di
 int sw_jsonl_open(const char *path, sw_jsonl_reader **out, sw_diag *diag)
 {
     SW_ASSERT(path && out);
-    sw_jsonl_reader *r;
+    sw_jsonl_reader *r = NULL;
     int rc = jsonl_reader_new(path, &r, diag);
     if (rc < 0) return rc;
     r->f = fopen(path, "rb");
@@ -225,7 +225,7 @@ int sw_jsonl_open_mem(const void *data, size_t len, const char *name, sw_jsonl_r
     if ((uint64_t)len > SW_JSONL_MAX_BYTES)
         return sw_diag_set(diag, SW_ETOOBIG, "%s: %zu bytes exceeds the limit of %llu bytes", name,
                            len, (unsigned long long)SW_JSONL_MAX_BYTES);
-    sw_jsonl_reader *r;
+    sw_jsonl_reader *r = NULL;
     int rc = jsonl_reader_new(name, &r, diag);
     if (rc < 0) return rc;
     r->mem = data ? data : "";

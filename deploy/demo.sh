@@ -12,7 +12,7 @@ if [ -f build-release/build.ninja ]; then
 else
     meson setup build-release --buildtype=release -Dtests=false >/dev/null
 fi
-ninja -C build-release >/dev/null
+ninja --quiet -C build-release
 
 swarmctl=build-release/cli/swarmctl
 model=models/tiny-gpt2-fortunes
