@@ -40,15 +40,13 @@ int sw_file_read(const char *path, size_t max_bytes, char **out, size_t *len, sw
     while (got < size) {
         ssize_t n = read(fd, buf + got, size - got);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             int err = errno;
             free(buf);
             close(fd);
             return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", path, strerror(err));
         }
-        if (n == 0)
-            break; /* the file shrank while we read: take what is there */
+        if (n == 0) break; /* the file shrank while we read: take what is there */
         got += (size_t)n;
     }
     close(fd);
@@ -68,14 +66,12 @@ static int fileio_fsync_dir(const char *path)
         strcpy(dir, "/");
     } else {
         size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir)
-            return SW_ETOOBIG;
+        if (n >= sizeof dir) return SW_ETOOBIG;
         memcpy(dir, path, n);
         dir[n] = '\0';
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return sw_error_from_errno(errno);
+    if (fd < 0) return sw_error_from_errno(errno);
     int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
     close(fd);
     return rc;
@@ -96,8 +92,7 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, int mod
     while (left > 0) {
         ssize_t n = write(fd, p, left);
         if (n < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             int err = errno;
             close(fd);
             unlink(tmp);
@@ -117,8 +112,7 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, int mod
         return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", path, strerror(err));
     }
     int rc = fileio_fsync_dir(path);
-    if (rc != 0)
-        return sw_diag_set(diag, rc, "%s: fsync of directory: %s", path, sw_strerror(rc));
+    if (rc != 0) return sw_diag_set(diag, rc, "%s: fsync of directory: %s", path, sw_strerror(rc));
     return 0;
 }
 
@@ -126,8 +120,7 @@ int sw_mkdir(const char *path, int mode, sw_diag *diag)
 {
     if (mkdir(path, (mode_t)mode) == 0 || errno == EEXIST) {
         struct stat st;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            return 0;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
         return sw_diag_set(diag, SW_EEXIST, "%s: exists and is not a directory", path);
     }
     int err = errno;
@@ -137,8 +130,7 @@ int sw_mkdir(const char *path, int mode, sw_diag *diag)
 int sw_path_join(char *buf, size_t size, const char *dir, const char *name)
 {
     int n = snprintf(buf, size, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= size)
-        return SW_ETOOBIG;
+    if (n < 0 || (size_t)n >= size) return SW_ETOOBIG;
     return 0;
 }
 
@@ -147,8 +139,7 @@ int sw_file_copy(const char *src, const char *dst, size_t max_bytes, sw_diag *di
     char *buf;
     size_t len;
     int rc = sw_file_read(src, max_bytes, &buf, &len, diag);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     rc = sw_file_write_atomic(dst, buf, len, 0644, diag);
     free(buf);
     return rc;

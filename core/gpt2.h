@@ -55,12 +55,12 @@ typedef enum sw_gpt2_kind {
 
 /* One entry of the canonical tensor list. */
 typedef struct sw_gpt2_tensor {
-    char name[64];        /* Hugging Face name without the "transformer." prefix */
+    char name[64]; /* Hugging Face name without the "transformer." prefix */
     sw_gpt2_kind kind;
-    int layer;            /* block index, or -1 */
-    int ndim;             /* 1 or 2 */
+    int layer; /* block index, or -1 */
+    int ndim;  /* 1 or 2 */
     int64_t shape[2];
-    size_t offset;        /* in floats, into the flat parameter block */
+    size_t offset; /* in floats, into the flat parameter block */
     size_t numel;
 } sw_gpt2_tensor;
 
@@ -71,23 +71,23 @@ void sw_gpt2_tensor_at(const sw_gpt2_config *cfg, size_t i, sw_gpt2_tensor *out)
 
 /* Read-only views of one block's weights (shapes as in the list above). */
 typedef struct sw_gpt2_layer {
-    const float *ln_1_w, *ln_1_b;       /* (C) */
-    const float *attn_w;                /* (C, 3C) */
-    const float *attn_b;                /* (3C) */
-    const float *attn_proj_w;           /* (C, C) */
-    const float *attn_proj_b;           /* (C) */
-    const float *ln_2_w, *ln_2_b;       /* (C) */
-    const float *fc_w;                  /* (C, 4C) */
-    const float *fc_b;                  /* (4C) */
-    const float *fc_proj_w;             /* (4C, C) */
-    const float *fc_proj_b;             /* (C) */
+    const float *ln_1_w, *ln_1_b; /* (C) */
+    const float *attn_w;          /* (C, 3C) */
+    const float *attn_b;          /* (3C) */
+    const float *attn_proj_w;     /* (C, C) */
+    const float *attn_proj_b;     /* (C) */
+    const float *ln_2_w, *ln_2_b; /* (C) */
+    const float *fc_w;            /* (C, 4C) */
+    const float *fc_b;            /* (4C) */
+    const float *fc_proj_w;       /* (4C, C) */
+    const float *fc_proj_b;       /* (C) */
 } sw_gpt2_layer;
 
 typedef struct sw_gpt2_weights {
-    const float *wte;                   /* (V, C) */
-    const float *wpe;                   /* (maxT, C) */
-    const float *ln_f_w, *ln_f_b;       /* (C) */
-    const float *lm_head;               /* (V, C); == wte when tied */
+    const float *wte;             /* (V, C) */
+    const float *wpe;             /* (maxT, C) */
+    const float *ln_f_w, *ln_f_b; /* (C) */
+    const float *lm_head;         /* (V, C); == wte when tied */
     sw_gpt2_layer layers[SW_GPT2_MAX_LAYERS];
 } sw_gpt2_weights;
 
@@ -96,9 +96,9 @@ void sw_gpt2_weights_view(const sw_gpt2_config *cfg, const float *params, sw_gpt
 
 typedef struct sw_gpt2 {
     sw_gpt2_config cfg;
-    size_t n_params;        /* floats in params */
-    float *params;          /* (n_params) canonical flat order, 64-byte aligned */
-    sw_gpt2_weights w;      /* views into params */
+    size_t n_params;   /* floats in params */
+    float *params;     /* (n_params) canonical flat order, 64-byte aligned */
+    sw_gpt2_weights w; /* views into params */
 } sw_gpt2;
 
 /* A zero-filled model of the given (validated) architecture. */
@@ -145,6 +145,7 @@ void sw_gpt2_init_random(sw_gpt2 *m, uint64_t seed);
  */
 void sw_gpt2_digest(const sw_gpt2 *m, uint8_t out[SW_GPT2_DIGEST_BYTES]);
 /* Lower-case hex of a digest into buf (2*32+1 bytes). */
-void sw_digest_hex(const uint8_t digest[SW_GPT2_DIGEST_BYTES], char buf[2 * SW_GPT2_DIGEST_BYTES + 1]);
+void sw_digest_hex(const uint8_t digest[SW_GPT2_DIGEST_BYTES],
+                   char buf[2 * SW_GPT2_DIGEST_BYTES + 1]);
 
 #endif

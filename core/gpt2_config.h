@@ -30,9 +30,9 @@
 typedef struct sw_gpt2_config {
     int n_layer;
     int n_head;
-    int n_embd;           /* C; a multiple of n_head */
-    int n_positions;      /* maxT */
-    int vocab_size;       /* V */
+    int n_embd;      /* C; a multiple of n_head */
+    int n_positions; /* maxT */
+    int vocab_size;  /* V */
     float layer_norm_epsilon;
     bool tie_word_embeddings;
 } sw_gpt2_config;

@@ -38,12 +38,12 @@ const char *sw_dtype_name(sw_dtype dtype);
 int sw_dtype_parse(const char *name, sw_dtype *out);
 
 typedef struct sw_st_tensor {
-    const char *name;               /* NUL-terminated, owned by the file object */
+    const char *name; /* NUL-terminated, owned by the file object */
     sw_dtype dtype;
-    int ndim;                       /* 0..SW_ST_MAX_DIMS; 0 is a scalar */
+    int ndim; /* 0..SW_ST_MAX_DIMS; 0 is a scalar */
     int64_t shape[SW_ST_MAX_DIMS];
-    uint64_t numel;                 /* product of shape (1 for a scalar) */
-    const void *data;               /* inside the mapping; not aligned in general */
+    uint64_t numel;   /* product of shape (1 for a scalar) */
+    const void *data; /* inside the mapping; not aligned in general */
     uint64_t nbytes;
 } sw_st_tensor;
 
@@ -77,7 +77,7 @@ typedef struct sw_st_write_tensor {
     const char *name;
     int ndim;
     int64_t shape[SW_ST_MAX_DIMS];
-    const float *data;              /* numel values, converted to the file dtype */
+    const float *data; /* numel values, converted to the file dtype */
 } sw_st_write_tensor;
 
 /*

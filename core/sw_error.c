@@ -16,15 +16,13 @@ const char *sw_strerror(int code)
     default:
         break;
     }
-    if (code < 0 && code > -1000)
-        return strerror(-code);
+    if (code < 0 && code > -1000) return strerror(-code);
     return "unknown error";
 }
 
 int sw_error_from_errno(int errnum)
 {
-    if (errnum <= 0)
-        return SW_EIO;
+    if (errnum <= 0) return SW_EIO;
     return -errnum;
 }
 
@@ -41,19 +39,16 @@ int sw_diag_set(sw_diag *diag, int code, const char *fmt, ...)
 
 void sw_diag_prefix(sw_diag *diag, const char *prefix)
 {
-    if (diag == NULL)
-        return;
+    if (diag == NULL) return;
     char tmp[SW_DIAG_MAX];
     size_t plen = strlen(prefix);
-    if (plen + 2 >= sizeof tmp)
-        plen = sizeof tmp - 3;
+    if (plen + 2 >= sizeof tmp) plen = sizeof tmp - 3;
     memcpy(tmp, prefix, plen);
     tmp[plen] = ':';
     tmp[plen + 1] = ' ';
     size_t room = sizeof tmp - plen - 3;
     size_t mlen = strnlen(diag->msg, sizeof diag->msg);
-    if (mlen > room)
-        mlen = room;
+    if (mlen > room) mlen = room;
     memcpy(tmp + plen + 2, diag->msg, mlen);
     tmp[plen + 2 + mlen] = '\0';
     memcpy(diag->msg, tmp, sizeof tmp);

@@ -66,8 +66,7 @@ void sw_diag_prefix(sw_diag *diag, const char *prefix);
 /* Aborts with a message: for programmer errors only, on in release builds. */
 #define SW_ASSERT(cond)                                                                            \
     do {                                                                                           \
-        if (!(cond))                                                                               \
-            sw_assert_fail(#cond, __FILE__, __LINE__);                                             \
+        if (!(cond)) sw_assert_fail(#cond, __FILE__, __LINE__);                                    \
     } while (0)
 
 #if defined(__GNUC__)

@@ -33,8 +33,7 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
         printf("swarmd 0.1.0 (nng %s, libuv %s, protobuf-c %s, envelope %s)\n", nng_version(),
-               uv_version_string(), protobuf_c_version(),
-               swarmtune__v1__envelope__descriptor.name);
+               uv_version_string(), protobuf_c_version(), swarmtune__v1__envelope__descriptor.name);
         return 0;
     }
     if (argc == 2 && strcmp(argv[1], "--help") == 0) {

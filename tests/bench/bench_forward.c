@@ -31,8 +31,7 @@ static int bench_int_arg(const char *s, int lo, int hi, int *out)
 {
     char *end;
     long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi)
-        return -1;
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
@@ -75,15 +74,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_forward: %s\n", diag.msg);
         return 1;
     }
-    if (T > m->cfg.n_positions)
-        T = m->cfg.n_positions;
+    if (T > m->cfg.n_positions) T = m->cfg.n_positions;
     sw_gpt2_set_threads(threads);
 
     sw_gpt2_acts *acts = NULL;
-    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)B * (size_t)T);  // (B, T)
-    int32_t *lengths = malloc(sizeof(int32_t) * (size_t)B);               // (B)
-    uint8_t *mask = malloc((size_t)B * (size_t)T);                        // (B, T)
-    float *nll = malloc(sizeof(float) * (size_t)B * (size_t)T);           // (B, T)
+    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)B * (size_t)T); // (B, T)
+    int32_t *lengths = malloc(sizeof(int32_t) * (size_t)B);            // (B)
+    uint8_t *mask = malloc((size_t)B * (size_t)T);                     // (B, T)
+    float *nll = malloc(sizeof(float) * (size_t)B * (size_t)T);        // (B, T)
     if (tokens == NULL || lengths == NULL || mask == NULL || nll == NULL ||
         sw_gpt2_acts_alloc(&m->cfg, B, T, &acts, &diag) != 0) {
         fprintf(stderr, "bench_forward: out of memory: %s\n", diag.msg);
