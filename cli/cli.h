@@ -43,6 +43,8 @@ typedef struct swctl_verb {
 extern const swctl_verb swctl_model_verbs[];
 extern const size_t swctl_model_verb_count;
 int swctl_model_main(const char *path, int argc, char **argv);
+/* `model export` (cmd_export.c): a node's current model from its state directory. */
+int swctl_model_export(const char *path, int argc, char **argv);
 
 /*
  * Runs a verb group: argv[0] is the group's name, argv[1] the verb.  Prints

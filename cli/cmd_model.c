@@ -956,6 +956,7 @@ const swctl_verb swctl_model_verbs[] = {
     {"eval", model_eval, "loss, perplexity and accuracy on a JSONL file"},
     {"generate", model_generate, "continue a prompt"},
     {"convert", model_convert, "rewrite a model in canonical layout and a chosen dtype"},
+    {"export", swctl_model_export, "write a node's current model from its state directory"},
 };
 const size_t swctl_model_verb_count = sizeof swctl_model_verbs / sizeof swctl_model_verbs[0];
 

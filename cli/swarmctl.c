@@ -14,8 +14,8 @@
 
 static const swctl_verb swarmctl_groups[] = {
     {"model", swctl_model_main,
-     "offline model tools: init, inspect, tokenize, eval, generate, "
-     "convert"},
+     "model tools: init, inspect, tokenize, eval, generate, "
+     "convert, export"},
 };
 
 static const char swarmctl_intro[] =

@@ -98,4 +98,46 @@ void sw_fixed_dequant_pm(const sw_fixed *f, uint64_t first, size_t n, const int1
 void sw_fixed_apply(sw_fixed *f, const sw_train_spec *spec, const bool *trainable,
                     const sw_update *u, size_t k, int threads);
 
+/* ---- additions by the fixed.c owner (compatible; see docs/engine.md) ---- */
+
+/* Exponent rule: tensors whose largest magnitude is below this are treated as
+ * if it were this (all-zero biases, tiny tensors). */
+#define SW_FIXED_MIN_MAGNITUDE 1.0
+/* Values of this magnitude or more are refused by sw_fixed_from_model, which
+ * keeps e_t in [-36, 31] and every dequantized value finite. */
+#define SW_FIXED_MAX_MAGNITUDE 18446744073709551616.0 /* 2^64 */
+/* |k| is clamped to this: one update moves a weight by at most the tensor's
+ * base largest magnitude (gaussian: 2.9x that). */
+#define SW_FIXED_K_MAX (INT64_C(1) << 28)
+
+/* e_t for a tensor whose largest magnitude is max_abs: 28 - x where
+ * max(max_abs, SW_FIXED_MIN_MAGNITUDE) = f * 2^x, f in [0.5, 1). */
+int sw_fixed_exponent(double max_abs);
+
+/* A zeroed object shaped like f (same cfg, exponents copied, saturations 0);
+ * sw_fixed_clone is the full copy (weights and saturation count). */
+int sw_fixed_alloc_like(const sw_fixed *f, sw_fixed **out, sw_diag *diag);
+
+/*
+ * Raw keystream bytes [offset, offset + n) of (seed, purpose): ChaCha20-IETF,
+ * nonce[0] = purpose, counter = offset / 64.  offset + n <= 2^38.
+ * sw_zstream is this stream read as bits (rademacher) or bytes (gaussian).
+ */
+void sw_stream_bytes(const uint8_t seed[SW_ID_BYTES], int purpose, uint64_t offset, size_t n,
+                     uint8_t *out);
+
+/*
+ * The coefficient rule: x = coef * 2^e clamped to +-SW_FIXED_K_MAX, then
+ * floor(x) + (uniform < frac(x) * 2^64), uniform a 64-bit uniform integer.
+ */
+int64_t sw_fixed_round_coef(double coef, int e, uint64_t uniform);
+/* The uniform of (update seed, tensor t): bytes 8t..8t+7 of the update's
+ * SW_STREAM_ROUND stream, little-endian. */
+uint64_t sw_fixed_round_uniform(const uint8_t seed[SW_ID_BYTES], size_t tensor);
+/* k of update u for tensor t of f (seed, coefficient, uniform, rounding). */
+int64_t sw_fixed_update_k(const sw_fixed *f, const sw_train_spec *spec, const sw_update *u,
+                          size_t tensor);
+/* Gaussian delta: round_half_away(k * g / 2^SW_GAUSS_FRAC_BITS), |k| <= K_MAX. */
+int32_t sw_fixed_gauss_delta(int64_t k, int16_t g);
+
 #endif

@@ -1,0 +1,690 @@
+/*
+ * runspec: canonical serialisation (RFC 8785 / JCS), strict parsing and
+ * comparison of run specs (runspec.h, docs/state.md).
+ *
+ * One table lists every key in canonical (sorted) order with where its value
+ * lives; serialising, parsing and comparing all walk it, so they cannot
+ * disagree about the set of keys.  Bounds live in sw_runspec_validate.
+ */
+#include "runspec.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fileio.h"
+#include "trainer.h"
+
+typedef enum runspec_type {
+    RS_ADMISSION, /* string enum sw_admission */
+    RS_F32,       /* float, written as the double it converts to */
+    RS_INT,       /* int */
+    RS_BOOL,      /* bool */
+    RS_HEX32,     /* 32 bytes as 64 lower-case hex digits */
+    RS_PERTURB,   /* string enum sw_perturb */
+    RS_QUANT,     /* string enum sw_quant */
+    RS_SCHEDULE,  /* string enum sw_schedule */
+    RS_STRING,    /* char[SW_RUNSPEC_TRAINABLE_MAX + 1], printable ASCII */
+    RS_DOUBLE,    /* double */
+    RS_U64,       /* uint64_t */
+} runspec_type;
+
+typedef struct runspec_key {
+    const char *group; /* enclosing object, NULL at the top level */
+    const char *key;
+    const char *full; /* "group.key": what errors and sw_runspec_diff name */
+    runspec_type type;
+    size_t off;
+} runspec_key;
+
+#define RS_OFF(field) offsetof(sw_runspec, field)
+
+/* Sorted as JCS sorts: groups bytewise, keys bytewise within each group. */
+static const runspec_key runspec_keys[] = {
+    {"admission", "policy", "admission.policy", RS_ADMISSION, RS_OFF(admission)},
+    {"arch", "layer_norm_epsilon", "arch.layer_norm_epsilon", RS_F32,
+     RS_OFF(arch.layer_norm_epsilon)},
+    {"arch", "n_embd", "arch.n_embd", RS_INT, RS_OFF(arch.n_embd)},
+    {"arch", "n_head", "arch.n_head", RS_INT, RS_OFF(arch.n_head)},
+    {"arch", "n_layer", "arch.n_layer", RS_INT, RS_OFF(arch.n_layer)},
+    {"arch", "n_positions", "arch.n_positions", RS_INT, RS_OFF(arch.n_positions)},
+    {"arch", "tie_word_embeddings", "arch.tie_word_embeddings", RS_BOOL,
+     RS_OFF(arch.tie_word_embeddings)},
+    {"arch", "vocab_size", "arch.vocab_size", RS_INT, RS_OFF(arch.vocab_size)},
+    {NULL, "base_model", "base_model", RS_HEX32, RS_OFF(base_digest)},
+    {NULL, "format", "format", RS_INT, RS_OFF(format)},
+    {"train", "directions", "train.directions", RS_INT, RS_OFF(directions)},
+    {"train", "eps", "train.eps", RS_DOUBLE, RS_OFF(eps)},
+    {"train", "lr", "train.lr", RS_DOUBLE, RS_OFF(lr)},
+    {"train", "max_scale", "train.max_scale", RS_DOUBLE, RS_OFF(max_scale)},
+    {"train", "perturbation", "train.perturbation", RS_PERTURB, RS_OFF(perturb)},
+    {"train", "quantization", "train.quantization", RS_QUANT, RS_OFF(quant)},
+    {"train", "scale_window", "train.scale_window", RS_U64, RS_OFF(scale_window)},
+    {"train", "schedule", "train.schedule", RS_SCHEDULE, RS_OFF(schedule)},
+    {"train", "total_steps", "train.total_steps", RS_U64, RS_OFF(total_steps)},
+    {"train", "trainable", "train.trainable", RS_STRING, RS_OFF(trainable)},
+    {"train", "warmup_steps", "train.warmup_steps", RS_U64, RS_OFF(warmup_steps)},
+    {"train", "weight_decay", "train.weight_decay", RS_DOUBLE, RS_OFF(weight_decay)},
+};
+#define RS_NKEYS (sizeof(runspec_keys) / sizeof(runspec_keys[0]))
+
+static const char *const runspec_groups[] = {"admission", "arch", "train"};
+
+void sw_runspec_defaults(sw_runspec *rs)
+{
+    memset(rs, 0, sizeof(*rs));
+    rs->format = SW_RUNSPEC_FORMAT;
+    rs->perturb = SW_PERTURB_RADEMACHER;
+    rs->schedule = SW_SCHEDULE_CONSTANT;
+    rs->lr = 1e-4;
+    rs->warmup_steps = 0;
+    rs->total_steps = 1000;
+    rs->directions = 1;
+    rs->max_scale = 1.0;
+    rs->eps = 1e-3;
+    rs->weight_decay = 0.0;
+    rs->trainable[0] = '\0';
+    rs->scale_window = 16;
+    rs->quant = SW_QUANT_INT8;
+    rs->admission = SW_ADMISSION_OPEN;
+}
+
+static const char *runspec_quant_name(sw_quant q)
+{
+    return q == SW_QUANT_INT8 ? "int8" : NULL;
+}
+
+static const char *runspec_admission_name(sw_admission a)
+{
+    return a == SW_ADMISSION_OPEN ? "open" : NULL;
+}
+
+/* ---- validation ---- */
+
+#define RS_BAD(key, ...) sw_diag_set(diag, SW_EINVAL, "%s: " key ": " __VA_ARGS__)
+
+static int runspec_check_double(const char *name, const char *key, double v, double lo,
+                                bool lo_open, double hi, bool hi_open, sw_diag *diag)
+{
+    bool ok = isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+    if (ok) return 0;
+    return sw_diag_set(diag, SW_EINVAL, "%s: %s: must be %s %.17g and %s %.17g, got %.17g", name,
+                       key, lo_open ? ">" : ">=", lo, hi_open ? "<" : "<=", hi, v);
+}
+
+int sw_runspec_validate(const sw_runspec *rs, const char *name, sw_diag *diag)
+{
+    int rc;
+    if (name == NULL) name = "run spec";
+    if (rs->format != SW_RUNSPEC_FORMAT)
+        return sw_diag_set(diag, SW_EUNSUPPORTED, "%s: format: version %d is not supported (%d is)",
+                           name, rs->format, SW_RUNSPEC_FORMAT);
+    if (runspec_admission_name(rs->admission) == NULL)
+        return RS_BAD("admission.policy", "unknown policy %d", name, (int)rs->admission);
+    char arch_name[256];
+    snprintf(arch_name, sizeof arch_name, "%s: arch", name);
+    if (!isfinite(rs->arch.layer_norm_epsilon) || !(rs->arch.layer_norm_epsilon > 0.0f) ||
+        rs->arch.layer_norm_epsilon > 1.0f)
+        return RS_BAD("arch.layer_norm_epsilon", "must be > 0 and <= 1, got %.9g", name,
+                      (double)rs->arch.layer_norm_epsilon);
+    rc = sw_gpt2_config_validate(&rs->arch, arch_name, diag);
+    if (rc != 0) return rc;
+    if (sw_schedule_name(rs->schedule) == NULL ||
+        sw_schedule_parse(sw_schedule_name(rs->schedule), &(sw_schedule){0}) != 0)
+        return RS_BAD("train.schedule", "unknown schedule %d", name, (int)rs->schedule);
+    if (sw_perturb_name(rs->perturb) == NULL ||
+        sw_perturb_parse(sw_perturb_name(rs->perturb), &(sw_perturb){0}) != 0)
+        return RS_BAD("train.perturbation", "unknown distribution %d", name, (int)rs->perturb);
+    if (runspec_quant_name(rs->quant) == NULL)
+        return RS_BAD("train.quantization", "unknown quantization %d", name, (int)rs->quant);
+    if (rs->directions < 1 || rs->directions > 64)
+        return RS_BAD("train.directions", "must be 1..64, got %d", name, rs->directions);
+    if ((rc = runspec_check_double(name, "train.lr", rs->lr, 0, true, 10, false, diag)) != 0)
+        return rc;
+    if ((rc = runspec_check_double(name, "train.eps", rs->eps, 0, true, 1, false, diag)) != 0)
+        return rc;
+    if ((rc = runspec_check_double(name, "train.max_scale", rs->max_scale, 0, true, 1e6, false,
+                                   diag)) != 0)
+        return rc;
+    if ((rc = runspec_check_double(name, "train.weight_decay", rs->weight_decay, 0, false, 1, true,
+                                   diag)) != 0)
+        return rc;
+    if (rs->total_steps < 1 || rs->total_steps > SW_RUNSPEC_MAX_STEPS)
+        return RS_BAD("train.total_steps", "must be 1..%llu, got %" PRIu64, name,
+                      SW_RUNSPEC_MAX_STEPS, rs->total_steps);
+    if (rs->warmup_steps > rs->total_steps)
+        return RS_BAD("train.warmup_steps",
+                      "must be <= train.total_steps (%" PRIu64 "), got %" PRIu64, name,
+                      rs->total_steps, rs->warmup_steps);
+    if (rs->scale_window < 1 || rs->scale_window > SW_RUNSPEC_MAX_SCALE_WINDOW)
+        return RS_BAD("train.scale_window", "must be 1..%d, got %" PRIu64, name,
+                      SW_RUNSPEC_MAX_SCALE_WINDOW, rs->scale_window);
+    size_t tlen = strnlen(rs->trainable, sizeof rs->trainable);
+    if (tlen > SW_RUNSPEC_TRAINABLE_MAX)
+        return RS_BAD("train.trainable", "longer than %d bytes", name, SW_RUNSPEC_TRAINABLE_MAX);
+    for (size_t i = 0; i < tlen; i++) {
+        unsigned char c = (unsigned char)rs->trainable[i];
+        if (c < 0x20 || c > 0x7e)
+            return RS_BAD("train.trainable", "byte %zu is not printable ASCII", name, i);
+    }
+    bool mask[4 + 12 * SW_GPT2_MAX_LAYERS + 1];
+    sw_diag sub;
+    rc = sw_trainer_trainable(&rs->arch, rs->trainable, mask, NULL, &sub);
+    if (rc != 0) return sw_diag_set(diag, rc, "%s: train.trainable: %s", name, sub.msg);
+    return 0;
+}
+
+/* ---- canonical serialisation ---- */
+
+typedef struct runspec_buf {
+    char *p;
+    size_t size, len;
+    bool overflow;
+} runspec_buf;
+
+static void runspec_put(runspec_buf *b, const char *s, size_t n)
+{
+    if (b->overflow || n > b->size - b->len) {
+        b->overflow = true;
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void runspec_puts(runspec_buf *b, const char *s)
+{
+    runspec_put(b, s, strlen(s));
+}
+
+/*
+ * The shortest decimal digits that read back as x (x finite, > 0): *s holds
+ * them as an integer of *k digits and x ~ s * 10^(n - k), as ECMAScript's
+ * Number::toString defines n, k and s.  For each precision p = 1..17, the
+ * correctly rounded p-digit decimal is tried, then its neighbours one unit
+ * away (at a power of two the interval of decimals that round to x is
+ * asymmetric, so the nearest p-digit decimal may miss while the next one
+ * up or down hits); at most one neighbour can hit, and it is the closest
+ * p-digit decimal that does.
+ */
+static void runspec_shortest(double x, uint64_t *s_out, int *k_out, int *n_out)
+{
+    char tmp[64];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(tmp, sizeof tmp, "%.*e", p - 1, x);
+        /* tmp = d[.ddd]e[+-]XX */
+        uint64_t s = 0;
+        int exp10 = 0;
+        const char *c = tmp;
+        for (; *c && *c != 'e'; c++)
+            if (*c >= '0' && *c <= '9') s = s * 10 + (uint64_t)(*c - '0');
+        if (*c == 'e') exp10 = atoi(c + 1);
+        /* x ~ s * 10^(exp10 - (p - 1)) */
+        int e = exp10 - (p - 1);
+        uint64_t lo = 1;
+        for (int i = 1; i < p; i++)
+            lo *= 10;
+        const uint64_t hi = lo * 10; /* s in [lo, hi) */
+        const uint64_t cand[3] = {s, s - 1, s + 1};
+        for (int j = 0; j < 3; j++) {
+            uint64_t c2 = cand[j];
+            if (c2 < lo || c2 >= hi) continue;
+            snprintf(tmp, sizeof tmp, "%" PRIu64 "e%d", c2, e);
+            if (strtod(tmp, NULL) == x) {
+                *s_out = c2;
+                *k_out = p;
+                *n_out = e + p;
+                return;
+            }
+        }
+    }
+    SW_ASSERT(!"17 digits always round-trip a double");
+}
+
+/* ECMAScript Number::toString for a finite double (JCS number form). */
+static void runspec_put_double(runspec_buf *b, double x)
+{
+    if (x == 0.0) { /* also -0 */
+        runspec_puts(b, "0");
+        return;
+    }
+    if (x < 0) {
+        runspec_puts(b, "-");
+        x = -x;
+    }
+    uint64_t s;
+    int k, n;
+    runspec_shortest(x, &s, &k, &n);
+    char d[24];
+    snprintf(d, sizeof d, "%" PRIu64, s); /* k digits */
+    char out[64];
+    if (k <= n && n <= 21) {
+        memcpy(out, d, (size_t)k);
+        memset(out + k, '0', (size_t)(n - k));
+        out[n] = '\0';
+    } else if (0 < n && n <= 21) {
+        memcpy(out, d, (size_t)n);
+        out[n] = '.';
+        memcpy(out + n + 1, d + n, (size_t)(k - n));
+        out[k + 1] = '\0';
+    } else if (-6 < n && n <= 0) {
+        out[0] = '0';
+        out[1] = '.';
+        memset(out + 2, '0', (size_t)(-n));
+        memcpy(out + 2 - n, d, (size_t)k);
+        out[2 - n + k] = '\0';
+    } else {
+        int e = n - 1;
+        if (k == 1)
+            snprintf(out, sizeof out, "%ce%c%d", d[0], e < 0 ? '-' : '+', e < 0 ? -e : e);
+        else
+            snprintf(out, sizeof out, "%c.%se%c%d", d[0], d + 1, e < 0 ? '-' : '+', e < 0 ? -e : e);
+    }
+    runspec_puts(b, out);
+}
+
+int sw_runspec_number(double x, char *buf, size_t size)
+{
+    if (!isfinite(x)) return SW_EINVAL;
+    runspec_buf b = {buf, size, 0, false};
+    runspec_put_double(&b, x);
+    if (b.overflow || b.len >= size) return SW_ETOOBIG;
+    buf[b.len] = '\0';
+    return (int)b.len;
+}
+
+static void runspec_put_string(runspec_buf *b, const char *s)
+{
+    runspec_puts(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') runspec_puts(b, "\\");
+        runspec_put(b, s, 1);
+    }
+    runspec_puts(b, "\"");
+}
+
+static const void *runspec_field(const sw_runspec *rs, const runspec_key *k)
+{
+    return (const char *)rs + k->off;
+}
+
+static void runspec_put_value(runspec_buf *b, const sw_runspec *rs, const runspec_key *k)
+{
+    const void *f = runspec_field(rs, k);
+    char tmp[72];
+    switch (k->type) {
+    case RS_ADMISSION:
+        runspec_put_string(b, runspec_admission_name(*(const sw_admission *)f));
+        break;
+    case RS_F32:
+        runspec_put_double(b, (double)*(const float *)f);
+        break;
+    case RS_INT:
+        snprintf(tmp, sizeof tmp, "%d", *(const int *)f);
+        runspec_puts(b, tmp);
+        break;
+    case RS_BOOL:
+        runspec_puts(b, *(const bool *)f ? "true" : "false");
+        break;
+    case RS_HEX32:
+        sodium_bin2hex(tmp, sizeof tmp, f, 32);
+        runspec_put_string(b, tmp);
+        break;
+    case RS_PERTURB:
+        runspec_put_string(b, sw_perturb_name(*(const sw_perturb *)f));
+        break;
+    case RS_QUANT:
+        runspec_put_string(b, runspec_quant_name(*(const sw_quant *)f));
+        break;
+    case RS_SCHEDULE:
+        runspec_put_string(b, sw_schedule_name(*(const sw_schedule *)f));
+        break;
+    case RS_STRING:
+        runspec_put_string(b, (const char *)f);
+        break;
+    case RS_DOUBLE:
+        runspec_put_double(b, *(const double *)f);
+        break;
+    case RS_U64:
+        snprintf(tmp, sizeof tmp, "%" PRIu64, *(const uint64_t *)f);
+        runspec_puts(b, tmp);
+        break;
+    }
+}
+
+int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *len, sw_diag *diag)
+{
+    int rc = sw_runspec_validate(rs, NULL, diag);
+    if (rc != 0) return rc;
+    runspec_buf b = {buf, size, 0, false};
+    const char *open_group = NULL;
+    runspec_puts(&b, "{");
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const runspec_key *k = &runspec_keys[i];
+        bool same_group =
+            open_group != NULL && k->group != NULL && strcmp(open_group, k->group) == 0;
+        if (open_group != NULL && !same_group) {
+            runspec_puts(&b, "}");
+            open_group = NULL;
+        }
+        if (i > 0) runspec_puts(&b, ",");
+        if (k->group != NULL && !same_group) {
+            runspec_put_string(&b, k->group);
+            runspec_puts(&b, ":{");
+            open_group = k->group;
+        }
+        runspec_put_string(&b, k->key);
+        runspec_puts(&b, ":");
+        runspec_put_value(&b, rs, k);
+    }
+    if (open_group != NULL) runspec_puts(&b, "}");
+    runspec_puts(&b, "}");
+    if (b.overflow)
+        return sw_diag_set(diag, SW_ETOOBIG, "run spec: canonical form needs more than %zu bytes",
+                           size);
+    if (b.len < size) buf[b.len] = '\0';
+    *len = b.len;
+    return 0;
+}
+
+int sw_runspec_id(const sw_runspec *rs, uint8_t run_id[SW_ID_BYTES], sw_diag *diag)
+{
+    char buf[SW_RUNSPEC_MAX_BYTES];
+    size_t len;
+    int rc = sw_runspec_canonical(rs, buf, sizeof buf, &len, diag);
+    if (rc != 0) return rc;
+    SW_ASSERT(sodium_init() >= 0);
+    crypto_generichash(run_id, SW_ID_BYTES, (const unsigned char *)buf, len, NULL, 0);
+    return 0;
+}
+
+int sw_runspec_train_spec(const sw_runspec *rs, sw_train_spec *out, sw_diag *diag)
+{
+    sw_train_spec ts;
+    memset(&ts, 0, sizeof ts);
+    int rc = sw_runspec_id(rs, ts.run_id, diag);
+    if (rc != 0) return rc;
+    ts.perturb = rs->perturb;
+    ts.schedule = rs->schedule;
+    ts.lr = rs->lr;
+    ts.warmup_steps = rs->warmup_steps;
+    ts.total_steps = rs->total_steps;
+    ts.directions = rs->directions;
+    ts.max_scale = rs->max_scale;
+    *out = ts;
+    return 0;
+}
+
+/* ---- parsing ---- */
+
+static int runspec_parse_value(const runspec_key *k, json_t *v, const char *name, sw_runspec *rs,
+                               sw_diag *diag)
+{
+    void *f = (char *)rs + k->off;
+    const char *str = NULL;
+    if (k->type == RS_ADMISSION || k->type == RS_HEX32 || k->type == RS_PERTURB ||
+        k->type == RS_QUANT || k->type == RS_SCHEDULE || k->type == RS_STRING) {
+        if (!json_is_string(v))
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected a string", name, k->full);
+        str = json_string_value(v);
+        if (strlen(str) != json_string_length(v))
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: contains a NUL character", name, k->full);
+    }
+    switch (k->type) {
+    case RS_ADMISSION:
+        if (strcmp(str, "open") != 0)
+            return sw_diag_set(diag, SW_EUNSUPPORTED,
+                               "%s: %s: unknown admission policy \"%.40s\" (supported: open)", name,
+                               k->full, str);
+        *(sw_admission *)f = SW_ADMISSION_OPEN;
+        return 0;
+    case RS_PERTURB:
+        if (sw_perturb_parse(str, (sw_perturb *)f) != 0)
+            return sw_diag_set(diag, SW_EINVAL,
+                               "%s: %s: unknown distribution \"%.40s\" (rademacher, gaussian)",
+                               name, k->full, str);
+        return 0;
+    case RS_SCHEDULE:
+        if (sw_schedule_parse(str, (sw_schedule *)f) != 0)
+            return sw_diag_set(diag, SW_EINVAL,
+                               "%s: %s: unknown schedule \"%.40s\" (constant, linear, cosine)",
+                               name, k->full, str);
+        return 0;
+    case RS_QUANT:
+        if (strcmp(str, "int8") != 0)
+            return sw_diag_set(diag, SW_EUNSUPPORTED,
+                               "%s: %s: unknown quantization \"%.40s\" (supported: int8)", name,
+                               k->full, str);
+        *(sw_quant *)f = SW_QUANT_INT8;
+        return 0;
+    case RS_HEX32: {
+        size_t hl = strlen(str);
+        bool ok = hl == 64;
+        for (size_t i = 0; ok && i < hl; i++)
+            ok = (str[i] >= '0' && str[i] <= '9') || (str[i] >= 'a' && str[i] <= 'f');
+        if (!ok)
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: expected 64 lower-case hex digits", name,
+                               k->full);
+        size_t got = 0;
+        if (sodium_hex2bin(f, 32, str, hl, NULL, &got, NULL) != 0 || got != 32)
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: expected 64 lower-case hex digits", name,
+                               k->full);
+        return 0;
+    }
+    case RS_STRING:
+        if (strlen(str) > SW_RUNSPEC_TRAINABLE_MAX)
+            return sw_diag_set(diag, SW_ETOOBIG, "%s: %s: longer than %d bytes", name, k->full,
+                               SW_RUNSPEC_TRAINABLE_MAX);
+        strcpy((char *)f, str);
+        return 0;
+    case RS_BOOL:
+        if (!json_is_boolean(v))
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected true or false", name, k->full);
+        *(bool *)f = json_is_true(v);
+        return 0;
+    case RS_INT:
+    case RS_U64: {
+        if (!json_is_integer(v))
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected an integer", name, k->full);
+        json_int_t i = json_integer_value(v);
+        /* Past 2^53 a JCS reader could not hold the value exactly. */
+        if (i < 0 || i > ((json_int_t)1 << 53))
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: %lld is out of range", name, k->full,
+                               (long long)i);
+        if (k->type == RS_INT) {
+            if (i > 0x7fffffff)
+                return sw_diag_set(diag, SW_EINVAL, "%s: %s: %lld is out of range", name, k->full,
+                                   (long long)i);
+            *(int *)f = (int)i;
+        } else {
+            *(uint64_t *)f = (uint64_t)i;
+        }
+        return 0;
+    }
+    case RS_F32:
+    case RS_DOUBLE: {
+        if (!json_is_number(v))
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected a number", name, k->full);
+        double d = json_number_value(v);
+        if (!isfinite(d))
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: not a finite number", name, k->full);
+        if (k->type == RS_DOUBLE) {
+            *(double *)f = d;
+            return 0;
+        }
+        /* Only the exact value of a float32 is canonical. */
+        if (!(fabs(d) <= 3.4028234663852886e38) || (double)(float)d != d)
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: %.17g is not exactly a float32 value",
+                               name, k->full, d);
+        *(float *)f = (float)d;
+        return 0;
+    }
+    }
+    return SW_EINVAL;
+}
+
+/* Every key of obj must be one of group's; every one of group's must be present. */
+static int runspec_parse_object(json_t *obj, const char *group, const char *name, sw_runspec *rs,
+                                sw_diag *diag)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        bool known = false;
+        if (group == NULL) {
+            for (size_t g = 0; g < sizeof runspec_groups / sizeof runspec_groups[0]; g++)
+                known = known || strcmp(key, runspec_groups[g]) == 0;
+        }
+        for (size_t i = 0; !known && i < RS_NKEYS; i++) {
+            const runspec_key *k = &runspec_keys[i];
+            bool in_group = group == NULL ? k->group == NULL
+                                          : (k->group != NULL && strcmp(k->group, group) == 0);
+            known = in_group && strcmp(k->key, key) == 0;
+        }
+        if (!known) {
+            if (group == NULL)
+                return sw_diag_set(diag, SW_EFORMAT, "%s: %.64s: unknown key", name, key);
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s.%.64s: unknown key", name, group, key);
+        }
+    }
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const runspec_key *k = &runspec_keys[i];
+        bool in_group =
+            group == NULL ? k->group == NULL : (k->group != NULL && strcmp(k->group, group) == 0);
+        if (!in_group) continue;
+        json_t *val = json_object_get(obj, k->key);
+        if (val == NULL) return sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing", name, k->full);
+        int rc = runspec_parse_value(k, val, name, rs, diag);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+int sw_runspec_parse(const char *json, size_t len, const char *name, sw_runspec *out, sw_diag *diag)
+{
+    if (name == NULL) name = "run spec";
+    if (len > SW_RUNSPEC_MAX_BYTES)
+        return sw_diag_set(diag, SW_ETOOBIG, "%s: %zu bytes, the limit is %d", name, len,
+                           SW_RUNSPEC_MAX_BYTES);
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return sw_diag_set(diag, SW_EFORMAT, "%s: line %d: %s", name, jerr.line, jerr.text);
+    int rc;
+    sw_runspec rs;
+    sw_runspec_defaults(&rs);
+    if (!json_is_object(root)) {
+        rc = sw_diag_set(diag, SW_EFORMAT, "%s: expected a JSON object", name);
+        goto fail;
+    }
+    /* format first: a newer version's other keys are not ours to judge. */
+    json_t *fmt = json_object_get(root, "format");
+    if (fmt == NULL) {
+        rc = sw_diag_set(diag, SW_EFORMAT, "%s: format: missing", name);
+        goto fail;
+    }
+    if (!json_is_integer(fmt) || json_integer_value(fmt) != SW_RUNSPEC_FORMAT) {
+        rc = sw_diag_set(diag, SW_EUNSUPPORTED,
+                         "%s: format: expected %d (this version of "
+                         "swarmtune reads run spec format %d only)",
+                         name, SW_RUNSPEC_FORMAT, SW_RUNSPEC_FORMAT);
+        goto fail;
+    }
+    rc = runspec_parse_object(root, NULL, name, &rs, diag);
+    if (rc != 0) goto fail;
+    for (size_t g = 0; g < sizeof runspec_groups / sizeof runspec_groups[0]; g++) {
+        json_t *obj = json_object_get(root, runspec_groups[g]);
+        if (obj == NULL) {
+            rc = sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing", name, runspec_groups[g]);
+            goto fail;
+        }
+        if (!json_is_object(obj)) {
+            rc = sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected an object", name,
+                             runspec_groups[g]);
+            goto fail;
+        }
+        rc = runspec_parse_object(obj, runspec_groups[g], name, &rs, diag);
+        if (rc != 0) goto fail;
+    }
+    rc = sw_runspec_validate(&rs, name, diag);
+    if (rc != 0) goto fail;
+    if (rs.weight_decay == 0.0) rs.weight_decay = 0.0; /* -0 reads as 0 */
+    *out = rs;
+fail:
+    json_decref(root);
+    return rc;
+}
+
+int sw_runspec_load(const char *path, sw_runspec *out, sw_diag *diag)
+{
+    char *buf;
+    size_t len;
+    int rc = sw_file_read(path, SW_RUNSPEC_MAX_BYTES, &buf, &len, diag);
+    if (rc != 0) return rc;
+    rc = sw_runspec_parse(buf, len, path, out, diag);
+    free(buf);
+    return rc;
+}
+
+int sw_runspec_write(const char *path, const sw_runspec *rs, sw_diag *diag)
+{
+    char buf[SW_RUNSPEC_MAX_BYTES];
+    size_t len;
+    int rc = sw_runspec_canonical(rs, buf, sizeof buf, &len, diag);
+    if (rc != 0) {
+        sw_diag_prefix(diag, path);
+        return rc;
+    }
+    return sw_file_write_atomic(path, buf, len, 0644, diag);
+}
+
+const char *sw_runspec_diff(const sw_runspec *a, const sw_runspec *b)
+{
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const runspec_key *k = &runspec_keys[i];
+        const void *fa = runspec_field(a, k), *fb = runspec_field(b, k);
+        bool eq = true;
+        switch (k->type) {
+        case RS_ADMISSION:
+            eq = *(const sw_admission *)fa == *(const sw_admission *)fb;
+            break;
+        case RS_F32:
+            eq = *(const float *)fa == *(const float *)fb;
+            break;
+        case RS_INT:
+            eq = *(const int *)fa == *(const int *)fb;
+            break;
+        case RS_BOOL:
+            eq = *(const bool *)fa == *(const bool *)fb;
+            break;
+        case RS_HEX32:
+            eq = memcmp(fa, fb, 32) == 0;
+            break;
+        case RS_PERTURB:
+            eq = *(const sw_perturb *)fa == *(const sw_perturb *)fb;
+            break;
+        case RS_QUANT:
+            eq = *(const sw_quant *)fa == *(const sw_quant *)fb;
+            break;
+        case RS_SCHEDULE:
+            eq = *(const sw_schedule *)fa == *(const sw_schedule *)fb;
+            break;
+        case RS_STRING:
+            eq = strncmp(fa, fb, SW_RUNSPEC_TRAINABLE_MAX + 1) == 0;
+            break;
+        case RS_DOUBLE:
+            eq = *(const double *)fa == *(const double *)fb;
+            break;
+        case RS_U64:
+            eq = *(const uint64_t *)fa == *(const uint64_t *)fb;
+            break;
+        }
+        if (!eq) return k->full;
+    }
+    return NULL;
+}

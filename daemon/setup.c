@@ -1,0 +1,400 @@
+#include "setup.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "gpt2.h"
+#include "ledger.h"
+#include "log.h"
+#include "runspec.h"
+
+#define SETUP_PATH_MAX 4096
+
+void swd_setup_warn(void *ctx, const char *msg)
+{
+    (void)ctx;
+    swd_log(SWD_LOG_WARN, msg, NULL);
+}
+
+static int setup_fail(int exit_code, const char *what, const sw_diag *d, int rc)
+{
+    char msg[SETUP_PATH_MAX + SW_DIAG_MAX + 64];
+    snprintf(msg, sizeof msg, "%.*s: %s", SETUP_PATH_MAX + 32, what,
+             d && d->msg[0] ? d->msg : sw_strerror(rc));
+    swd_log(SWD_LOG_ERROR, msg, NULL);
+    return exit_code;
+}
+
+/* The configuration key that sets a run-spec key, for messages. */
+static const char *setup_config_key(const char *spec_key)
+{
+    static const struct {
+        const char *spec, *config;
+    } map[] = {
+        {"train.total_steps", "[train] max_steps"},
+        {"train.warmup_steps", "[train] warmup_steps"},
+        {"train.lr", "[train] lr"},
+        {"train.eps", "[train] eps"},
+        {"train.schedule", "[train] schedule"},
+        {"train.perturbation", "[train] perturbation"},
+        {"train.directions", "[train] directions"},
+        {"train.max_scale", "[train] max_scale"},
+        {"train.weight_decay", "[train] weight_decay"},
+        {"train.trainable", "[train] trainable"},
+        {"train.scale_window", "[train] scale_window"},
+        {"base_model", "[model] path"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i].spec, spec_key) == 0) return map[i].config;
+    if (strncmp(spec_key, "arch.", 5) == 0) return "[model] path";
+    return NULL;
+}
+
+/* A run-spec value as text, for messages. */
+static void setup_spec_value(const sw_runspec *rs, const char *key, char *buf, size_t size)
+{
+    char hex[2 * SW_GPT2_DIGEST_BYTES + 1];
+    if (strcmp(key, "train.total_steps") == 0)
+        snprintf(buf, size, "%" PRIu64, rs->total_steps);
+    else if (strcmp(key, "train.warmup_steps") == 0)
+        snprintf(buf, size, "%" PRIu64, rs->warmup_steps);
+    else if (strcmp(key, "train.lr") == 0)
+        snprintf(buf, size, "%.17g", rs->lr);
+    else if (strcmp(key, "train.eps") == 0)
+        snprintf(buf, size, "%.17g", rs->eps);
+    else if (strcmp(key, "train.schedule") == 0)
+        snprintf(buf, size, "%s", sw_schedule_name(rs->schedule));
+    else if (strcmp(key, "train.perturbation") == 0)
+        snprintf(buf, size, "%s", sw_perturb_name(rs->perturb));
+    else if (strcmp(key, "train.directions") == 0)
+        snprintf(buf, size, "%d", rs->directions);
+    else if (strcmp(key, "train.max_scale") == 0)
+        snprintf(buf, size, "%.17g", rs->max_scale);
+    else if (strcmp(key, "train.weight_decay") == 0)
+        snprintf(buf, size, "%.17g", rs->weight_decay);
+    else if (strcmp(key, "train.trainable") == 0)
+        snprintf(buf, size, "'%s'", rs->trainable);
+    else if (strcmp(key, "train.scale_window") == 0)
+        snprintf(buf, size, "%" PRIu64, rs->scale_window);
+    else if (strcmp(key, "base_model") == 0) {
+        sw_digest_hex(rs->base_digest, hex);
+        snprintf(buf, size, "digest %s", hex);
+    } else
+        snprintf(buf, size, "(see runspec.json)");
+}
+
+/* The run spec the configuration describes (max_scale may still be 0). */
+static void setup_runspec(const swd_config *cfg, const sw_gpt2 *base, sw_runspec *rs)
+{
+    sw_runspec_defaults(rs);
+    sw_gpt2_digest(base, rs->base_digest);
+    rs->arch = base->cfg;
+    rs->perturb = (sw_perturb)cfg->perturbation;
+    rs->schedule = (sw_schedule)cfg->schedule;
+    rs->lr = cfg->lr;
+    rs->warmup_steps = cfg->warmup_steps;
+    rs->total_steps = cfg->max_steps;
+    rs->directions = (int)cfg->directions;
+    rs->max_scale = cfg->max_scale;
+    rs->eps = cfg->eps;
+    rs->weight_decay = cfg->weight_decay;
+    snprintf(rs->trainable, sizeof rs->trainable, "%s", cfg->trainable);
+    rs->scale_window = (uint64_t)cfg->scale_window;
+}
+
+static void setup_trainer_config(const swd_config *cfg, const sw_runspec *rs,
+                                 const sw_train_spec *spec, const uint8_t origin[SW_ID_BYTES],
+                                 const bool *trainable, int threads, sw_trainer_config *tc)
+{
+    memset(tc, 0, sizeof *tc);
+    tc->spec = *spec;
+    memcpy(tc->origin, origin, SW_ID_BYTES);
+    tc->eps = (float)rs->eps;
+    tc->weight_decay = rs->weight_decay;
+    tc->batch_size = (int)cfg->batch_size;
+    tc->data_seed = cfg->seed;
+    tc->scale_window = (int)rs->scale_window;
+    tc->init_scale = 0;
+    tc->trainable = trainable;
+    tc->threads = threads;
+}
+
+/*
+ * Founding node with max_scale = 0: the median |g| of a few probes on the
+ * base model, divided by SW_TRAINER_CALIBRATE_DIV (sw_trainer_calibrate: 127, so the int8 clamp
+ * sits at the typical |g|), becomes the run's cap. The trainer built for it is kept (its spec is
+ * replaced once the run id exists).
+ */
+static int setup_calibrate(const swd_config *cfg, swd_setup *s, const sw_gpt2 *base, sw_runspec *rs)
+{
+    sw_diag d = {{0}};
+    sw_identity id;
+    memset(&id, 0, sizeof id);
+    sw_fixed *f = NULL;
+    bool *mask = NULL;
+    char idpath[SETUP_PATH_MAX];
+    int ex = SWD_EXIT_FAIL;
+    int rc;
+    /* The pattern first: a bad one must not leave a half-made state directory. */
+    size_t nt = sw_gpt2_tensor_count(&base->cfg);
+    mask = calloc(nt, sizeof *mask);
+    if (!mask) return setup_fail(SWD_EXIT_FAIL, "calibration", NULL, SW_ENOMEM);
+    if ((rc = sw_trainer_trainable(&base->cfg, rs->trainable, mask, NULL, &d)) != 0) {
+        char what[SETUP_PATH_MAX + 32];
+        snprintf(what, sizeof what, "%s: [train] trainable", cfg->file);
+        ex = setup_fail(SWD_EXIT_USAGE, what, &d, rc);
+        goto out;
+    }
+    if ((rc = sw_mkdir(cfg->state_dir, 0755, &d)) != 0) {
+        setup_fail(SWD_EXIT_FAIL, "state directory", &d, rc);
+        goto out;
+    }
+    if (cfg->identity)
+        snprintf(idpath, sizeof idpath, "%s", cfg->identity);
+    else if (sw_path_join(idpath, sizeof idpath, cfg->state_dir, "identity.key") != 0) {
+        ex = setup_fail(SWD_EXIT_USAGE, "[node] state_dir: path too long", NULL, SW_ETOOBIG);
+        goto out;
+    }
+    if ((rc = sw_identity_load_or_create(idpath, true, &id, NULL, &d)) != 0) {
+        setup_fail(SWD_EXIT_FAIL, "identity", &d, rc);
+        goto out;
+    }
+    if ((rc = sw_fixed_from_model(base, &f, &d)) != 0) {
+        setup_fail(SWD_EXIT_FAIL, "calibration", &d, rc);
+        goto out;
+    }
+    sw_train_spec spec = {0};
+    spec.perturb = rs->perturb;
+    spec.schedule = rs->schedule;
+    spec.lr = rs->lr;
+    spec.warmup_steps = rs->warmup_steps;
+    spec.total_steps = rs->total_steps;
+    spec.directions = rs->directions;
+    spec.max_scale = 0; /* allowed only to calibrate */
+    sw_trainer_config tc;
+    setup_trainer_config(cfg, rs, &spec, id.pk, mask, s->threads, &tc);
+    if ((rc = sw_trainer_alloc(&tc, &base->cfg, s->ds, &s->trainer, &d)) != 0) {
+        setup_fail(SWD_EXIT_FAIL, "trainer", &d, rc);
+        goto out;
+    }
+    swd_log(SWD_LOG_INFO, "calibrating max_scale", "probes=%d", SWD_CALIBRATE_PROBES);
+    sw_trainer_calibration cal;
+    if ((rc = sw_trainer_calibrate(s->trainer, f, SWD_CALIBRATE_PROBES, &cal, &d)) != 0) {
+        setup_fail(SWD_EXIT_FAIL, "calibration", &d, rc);
+        goto out;
+    }
+    if (!(cal.max_scale > 0) || cal.max_scale > 1e6) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "calibration gave max_scale %g (median |g| %g): set [train] max_scale by hand",
+                 cal.max_scale, cal.median_abs_g);
+        swd_log(SWD_LOG_ERROR, msg, NULL);
+        goto out;
+    }
+    rs->max_scale = cal.max_scale;
+    s->calibrated = true;
+    s->calib_median_abs_g = cal.median_abs_g;
+    swd_log(SWD_LOG_INFO, "calibrated max_scale", "max_scale=%.6g median_abs_g=%.6g probes=%d",
+            cal.max_scale, cal.median_abs_g, cal.n);
+    ex = SWD_EXIT_OK;
+out:
+    sw_fixed_free(f);
+    free(mask);
+    sw_identity_fini(&id);
+    return ex;
+}
+
+/*
+ * Existing run: the configuration must agree with the stored run spec on
+ * every value it sets.  max_scale = 0 in the configuration means "whatever
+ * the run fixed".
+ */
+static int setup_check_existing(const char *path, sw_runspec *rs)
+{
+    sw_diag d = {{0}};
+    sw_runspec stored;
+    int rc = sw_runspec_load(path, &stored, &d);
+    if (rc != 0) return setup_fail(SWD_EXIT_FAIL, "run spec", &d, rc);
+    if (rs->max_scale == 0) rs->max_scale = stored.max_scale;
+    const char *key = sw_runspec_diff(&stored, rs);
+    if (!key) return SWD_EXIT_OK;
+    const char *ckey = setup_config_key(key);
+    char was[320], now[320], msg[SETUP_PATH_MAX + 1024];
+    setup_spec_value(&stored, key, was, sizeof was);
+    setup_spec_value(rs, key, now, sizeof now);
+    if (ckey)
+        snprintf(msg, sizeof msg,
+                 "%s: %s: the run spec fixes %s but the configuration gives %s (a run's "
+                 "swarm-wide values cannot change; use a new state_dir for a new run)",
+                 path, ckey, was, now);
+    else
+        snprintf(msg, sizeof msg, "%s: %s differs from what this swarmd would write", path, key);
+    swd_log(SWD_LOG_ERROR, msg, "key=%s", key);
+    return SWD_EXIT_USAGE;
+}
+
+/* Feeds the trainer the own updates its scale policy needs after a restart. */
+static int setup_resume(swd_setup *s)
+{
+    sw_diag d = {{0}};
+    sw_state *st = s->state;
+    uint64_t next = sw_state_next_step(st);
+    uint64_t from = sw_trainer_resume_from(s->trainer, next);
+    s->next_update = next;
+    sw_update *own = NULL;
+    size_t n = 0;
+    if (next > from) {
+        own = malloc((size_t)(next - from) * sizeof *own);
+        if (!own) return setup_fail(SWD_EXIT_FAIL, "resume", NULL, SW_ENOMEM);
+        for (uint64_t step = from; step < next; step++) {
+            int rc = sw_ledger_get(st->ledger, st->id.pk, step, &own[n], NULL, &d);
+            if (rc == 0)
+                n++;
+            else if (rc != SW_ENOTFOUND) {
+                free(own);
+                return setup_fail(SWD_EXIT_FAIL, "resume", &d, rc);
+            }
+        }
+    }
+    int rc = sw_trainer_resume(s->trainer, next, own, n, &d);
+    free(own);
+    if (rc != 0) return setup_fail(SWD_EXIT_FAIL, "resume", &d, rc);
+    return SWD_EXIT_OK;
+}
+
+int swd_setup_open(const swd_config *cfg, swd_setup *s)
+{
+    memset(s, 0, sizeof *s);
+    s->ckpt_count = UINT64_MAX;
+    sw_diag d = {{0}};
+    sw_gpt2 *base = NULL;
+    int ex = SWD_EXIT_FAIL, rc;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->threads = cfg->threads > 0 ? (int)cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
+
+    /* 1. the base model, tokenizer and data */
+    if ((rc = sw_gpt2_load(cfg->model_path, &base, &d)) != 0) {
+        ex = setup_fail(SWD_EXIT_FAIL, "[model] path", &d, rc);
+        goto fail;
+    }
+    s->n_params = base->n_params;
+    if (cfg->seq_len > base->cfg.n_positions) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "%s: [train] seq_len: %" PRId64 " exceeds the model's context (%d positions)",
+                 cfg->file, cfg->seq_len, base->cfg.n_positions);
+        swd_log(SWD_LOG_ERROR, msg, "key=train.seq_len");
+        ex = SWD_EXIT_USAGE;
+        goto fail;
+    }
+    s->seq_len = cfg->seq_len > 0 ? (int)cfg->seq_len : base->cfg.n_positions;
+    if ((rc = sw_tokenizer_load_dir(cfg->model_path, &s->tok, &d)) != 0) {
+        ex = setup_fail(SWD_EXIT_FAIL, "tokenizer", &d, rc);
+        goto fail;
+    }
+    if ((rc = sw_dataset_load(cfg->train_path, s->tok, s->seq_len, &s->ds, &d)) != 0) {
+        ex = setup_fail(SWD_EXIT_FAIL, "[data] train", &d, rc);
+        goto fail;
+    }
+    swd_log(SWD_LOG_INFO, "data loaded",
+            "records=%zu dropped=%zu truncated=%zu scored_tokens=%" PRId64 " seq_len=%d",
+            s->ds->n_records, s->ds->n_dropped, s->ds->n_truncated, s->ds->n_scored, s->seq_len);
+
+    /* 2. the run spec */
+    sw_runspec rs;
+    setup_runspec(cfg, base, &rs);
+    char rs_path[SETUP_PATH_MAX];
+    if (sw_path_join(rs_path, sizeof rs_path, cfg->state_dir, "runspec.json") != 0) {
+        ex = setup_fail(SWD_EXIT_USAGE, "[node] state_dir: path too long", NULL, SW_ETOOBIG);
+        goto fail;
+    }
+    struct stat st;
+    if (stat(rs_path, &st) == 0) {
+        if ((ex = setup_check_existing(rs_path, &rs)) != SWD_EXIT_OK) goto fail;
+    } else if (errno != ENOENT) {
+        char msg[SETUP_PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "%s: %s", rs_path, strerror(errno));
+        swd_log(SWD_LOG_ERROR, msg, NULL);
+        ex = SWD_EXIT_FAIL;
+        goto fail;
+    } else if (rs.max_scale == 0) {
+        if ((ex = setup_calibrate(cfg, s, base, &rs)) != SWD_EXIT_OK) goto fail;
+    }
+    if ((rc = sw_runspec_validate(&rs, cfg->file, &d)) != 0) {
+        /* The diag names the file and the run-spec key (train.trainable). */
+        swd_log(SWD_LOG_ERROR, d.msg[0] ? d.msg : sw_strerror(rc), NULL);
+        ex = SWD_EXIT_USAGE;
+        goto fail;
+    }
+    /* The weights come from the checkpoint or are reloaded by the rebuild:
+     * free the float copy first so peak memory stays one model. */
+    sw_gpt2_free(base);
+    base = NULL;
+
+    /* 3. the state directory and the weights */
+    sw_state_options so = {.identity_path = cfg->identity,
+                           .runspec = &rs,
+                           .base_model_dir = cfg->model_path,
+                           .warn = swd_setup_warn};
+    if ((rc = sw_state_open(cfg->state_dir, &so, &s->state, &d)) != 0) {
+        ex = setup_fail(rc == SW_EMISMATCH ? SWD_EXIT_USAGE : SWD_EXIT_FAIL, "state", &d, rc);
+        goto fail;
+    }
+    if (s->state->has_ckpt) s->ckpt_count = s->state->ckpt_meta.ledger_count;
+    uint64_t count = sw_ledger_count(s->state->ledger);
+    s->replayed = s->state->has_ckpt ? count - s->ckpt_count : count;
+    if ((rc = sw_state_rebuild(s->state, s->threads, &s->w, &d)) != 0) {
+        ex = setup_fail(SWD_EXIT_FAIL, "rebuild", &d, rc);
+        goto fail;
+    }
+    for (size_t i = 0; i < s->w->n_tensors; i++)
+        if (!s->state->trainable || s->state->trainable[i])
+            s->n_trainable_params += s->w->tensors[i].numel;
+
+    /* 4. the trainer, positioned after the last own update */
+    if (s->trainer) {
+        if ((rc = sw_trainer_set_spec(s->trainer, &s->state->train, &d)) != 0) {
+            ex = setup_fail(SWD_EXIT_FAIL, "trainer", &d, rc);
+            goto fail;
+        }
+    } else {
+        sw_trainer_config tc;
+        setup_trainer_config(cfg, &s->state->runspec, &s->state->train, s->state->id.pk,
+                             s->state->trainable, s->threads, &tc);
+        if ((rc = sw_trainer_alloc(&tc, &s->w->cfg, s->ds, &s->trainer, &d)) != 0) {
+            ex = setup_fail(SWD_EXIT_FAIL, "trainer", &d, rc);
+            goto fail;
+        }
+    }
+    if ((ex = setup_resume(s)) != SWD_EXIT_OK) goto fail;
+    return SWD_EXIT_OK;
+
+fail:
+    sw_gpt2_free(base);
+    swd_setup_fini(s);
+    return ex;
+}
+
+void swd_setup_release(swd_setup *s)
+{
+    s->state = NULL;
+    s->w = NULL;
+    s->trainer = NULL;
+    s->ds = NULL;
+    s->tok = NULL;
+}
+
+void swd_setup_fini(swd_setup *s)
+{
+    sw_trainer_free(s->trainer);
+    sw_dataset_free(s->ds);
+    sw_tokenizer_free(s->tok);
+    sw_fixed_free(s->w);
+    sw_state_close(s->state);
+    swd_setup_release(s);
+}

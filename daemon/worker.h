@@ -1,0 +1,125 @@
+/*
+ * worker: swarmd's trainer thread.  It OWNS, while it runs, everything that
+ * touches the weights: the node's state (ledger, checkpoints), the
+ * fixed-point weights, the SPSA trainer and its dataset.  Per training step
+ * it runs the trainer, writes the step's updates ahead to the ledger (append
+ * + fsync), then applies them (sw_fixed_apply): an update counts as made
+ * only once it is in the ledger.  It writes checkpoints itself (every
+ * checkpoint_every steps, when asked, at the end), because it owns the
+ * weights.
+ *
+ * The loop thread talks to it only through this API, under one mutex:
+ *   - requests: stop, checkpoint, and an inbox of "updates to apply" (from
+ *     peers, in a later issue: the worker ledgers and applies them in one
+ *     fused sweep between its own steps);
+ *   - reports: the worker accumulates progress and events in a report and
+ *     calls uv_async_send, which coalesces; the loop drains the whole report
+ *     in its async callback (swd_worker_drain).
+ * After a report with `exited` set the worker sends nothing more; the loop
+ * joins it (swd_worker_join) and may then close the async handle.
+ *
+ * Ownership: swd_worker_init takes the setup's objects (state, weights,
+ * trainer, dataset, tokenizer); swd_worker_fini frees them, after the join.
+ */
+#ifndef SWD_WORKER_H
+#define SWD_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "dataset.h"
+#include "fixed.h"
+#include "state.h"
+#include "sw_error.h"
+#include "tokenizer.h"
+#include "trainer.h"
+#include "update.h"
+
+/* The inbox refuses updates beyond this many pending (the caller retries later). */
+#define SWD_WORKER_INBOX_MAX (1u << 20)
+
+/* What the worker reports; swd_worker_drain hands over and resets the deltas. */
+typedef struct swd_worker_report {
+    /* levels: the latest values */
+    uint64_t next_step;    /* the next training step (= steps taken by this origin) */
+    uint64_t ledger_count; /* updates held and applied */
+    uint64_t saturations;  /* sw_fixed.saturations */
+    float scale;           /* the current window's quantization scale */
+    uint64_t ckpt_count;   /* ledger position of the newest checkpoint */
+    double ckpt_time;      /* CLOCK_MONOTONIC seconds of the newest checkpoint */
+    /* deltas since the last drain */
+    uint64_t steps;     /* training steps taken */
+    double loss_sum;    /* sum of their losses */
+    uint64_t nonfinite; /* directions whose loss was not finite (q = 0) */
+    uint64_t received;  /* inbox updates ledgered and applied */
+    /* events */
+    bool done;   /* next_step reached max_steps and a checkpoint holds it */
+    bool exited; /* the thread has finished: join it */
+    int error;   /* nonzero: a fatal error (the thread exits), message in err */
+    char err[SW_DIAG_MAX];
+} swd_worker_report;
+
+typedef struct swd_worker {
+    /* owned by the thread while it runs */
+    sw_state *state;
+    sw_fixed *w;
+    sw_trainer *trainer;
+    sw_dataset *ds;
+    sw_tokenizer *tok;
+    uint64_t max_steps;
+    uint64_t checkpoint_every; /* 0: not by step count */
+    int threads;
+    sw_trainer_result res; /* large: kept here, not on the thread's stack */
+    sw_update *batch;      /* inbox updates being applied */
+    size_t batch_cap;
+
+    /* shared with the loop, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    bool ckpt_request;
+    sw_update *inbox;
+    size_t n_inbox, inbox_cap;
+    swd_worker_report rep;
+
+    uv_async_t *notify; /* the loop's handle; uv_async_send is thread-safe */
+    uv_thread_t thread;
+    bool started;
+} swd_worker;
+
+typedef struct swd_worker_parts {
+    sw_state *state;
+    sw_fixed *w;
+    sw_trainer *trainer;
+    sw_dataset *ds;
+    sw_tokenizer *tok;
+    uint64_t max_steps;
+    uint64_t checkpoint_every;
+    int threads;
+} swd_worker_parts;
+
+/* Takes ownership of parts' objects (also on failure). */
+int swd_worker_init(swd_worker *wk, const swd_worker_parts *parts, uv_async_t *notify);
+/* Starts the thread.  On failure nothing runs and the caller still finis. */
+int swd_worker_start(swd_worker *wk);
+
+/* Loop-thread requests (never block beyond the mutex). */
+void swd_worker_request_stop(swd_worker *wk);
+void swd_worker_request_checkpoint(swd_worker *wk);
+/* Queues updates (already checked with sw_update_check) to ledger and apply;
+ * SW_ETOOBIG when the inbox is full, SW_ENOMEM. */
+int swd_worker_push_updates(swd_worker *wk, const sw_update *u, size_t n);
+
+/* Copies the report into *out and resets its deltas and events. */
+void swd_worker_drain(swd_worker *wk, swd_worker_report *out);
+
+/* Joins a started thread (after it reported `exited`). */
+void swd_worker_join(swd_worker *wk);
+/* Frees everything (joins first if needed). */
+void swd_worker_fini(swd_worker *wk);
+
+#endif

@@ -1,0 +1,299 @@
+"""Shared helpers for the node guarantee tests (node_*.py).
+
+Starts real `swarmd --config FILE` processes in temporary state directories,
+waits for them with bounded timeouts, kills them (SIGKILL on purpose, or every
+child still alive when a test fails or is interrupted), exports their models
+with `swarmctl model export` and scores them with `swarmctl model eval --json`.
+
+Every wait is bounded and every child is registered, so a test that fails,
+times out or is itself killed by `meson test` (SIGTERM) leaves no daemon behind.
+"""
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = os.environ.get("SW_BUILD_ROOT", "build")
+SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+FIXTURES = os.environ.get("SW_FIXTURES", os.path.join(SOURCE, "..", "shared", "fixtures"))
+SWARMD = os.path.join(BUILD, "daemon", "swarmd")
+SWARMCTL = os.path.join(BUILD, "cli", "swarmctl")
+LEDGER_DUMP = os.path.join(BUILD, "tests", "ledger_dump")
+FIXTURE_MODEL = os.path.join(FIXTURES, "tiny-gpt2-fortunes")
+DATA = os.path.join(FIXTURES, "data")
+
+passed = 0
+failed = 0
+_children = []
+_tmpdirs = []
+last_export_stderr = ""
+
+
+def check(cond, what, detail=None):
+    """Counts and prints one assertion; detail is printed under a failure."""
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok    {what}", flush=True)
+    else:
+        failed += 1
+        print(f"FAIL  {what}", flush=True)
+        if detail:
+            for line in str(detail).rstrip().splitlines()[-25:]:
+                print(f"      {line}")
+    return cond
+
+
+def kill_children():
+    for p in _children:
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+    _children.clear()
+
+
+def _cleanup():
+    kill_children()
+    if os.environ.get("SW_KEEP_TMP"):
+        for d in _tmpdirs:
+            print(f"kept {d}")
+        return
+    for d in _tmpdirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _on_signal(signum, frame):
+    _cleanup()
+    sys.exit(128 + signum)
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+
+def tmpdir(prefix):
+    """A temporary directory removed at exit (kept when SW_KEEP_TMP is set)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+def require_binaries(*paths):
+    missing = [p for p in (SWARMD, SWARMCTL) + paths if not os.access(p, os.X_OK)]
+    for p in missing:
+        print(f"{p}: not built")
+    return not missing
+
+
+def finish(name, t0):
+    print(f"{name}: {time.time() - t0:.1f} s")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or passed == 0 else 0
+
+
+def default_config(state_dir, **train):
+    """A config for a short solo run on the fixture model and topic data.
+
+    Sections are dicts of key -> value, written in order.  Keyword arguments
+    override [train] keys.
+    """
+    cfg = {
+        "node": {
+            "state_dir": state_dir,
+            "progress_ms": 1000,
+        },
+        "model": {"path": FIXTURE_MODEL},
+        "data": {"train": os.path.join(DATA, "topic-train.jsonl")},
+        "train": {
+            "max_steps": 20,
+            "batch_size": 8,
+            "seq_len": 64,
+            "lr": 1e-4,
+            "eps": 1e-3,
+            "seed": 1,
+            "threads": 1,
+        },
+    }
+    cfg["train"].update(train)
+    return cfg
+
+
+def write_config(path, cfg):
+    with open(path, "w") as f:
+        f.write("# written by tests/ref/nodeutil.py\n")
+        for section, keys in cfg.items():
+            f.write(f"\n[{section}]\n")
+            for k, v in keys.items():
+                if isinstance(v, float):
+                    v = repr(v)
+                f.write(f"{k} = {v}\n")
+    return path
+
+
+class Node:
+    """One swarmd process tree rooted at `root` (config, log, state dir)."""
+
+    def __init__(self, root, cfg):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self.cfg = cfg
+        self.state_dir = cfg["node"]["state_dir"]
+        self.config = write_config(os.path.join(root, "swarmd.ini"), cfg)
+        self.log = os.path.join(root, "swarmd.log")
+        self.proc = None
+        self.starts = 0
+
+    def start(self, until_done=True):
+        assert self.proc is None or self.proc.poll() is not None
+        args = [SWARMD, "--config", self.config] + (["--until-done"] if until_done else [])
+        logf = open(self.log, "ab")
+        logf.write(f"### start {self.starts}: {' '.join(args)}\n".encode())
+        logf.flush()
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        logf.close()
+        _children.append(self.proc)
+        self.starts += 1
+        self.started_at = time.monotonic()
+        return self.proc
+
+    def wait(self, timeout):
+        """Exit code, or None (and the process SIGKILLed) after timeout seconds."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            return None
+        self._forget()
+        return rc
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(timeout=30)
+            self._forget()
+
+    def _forget(self):
+        if self.proc in _children:
+            _children.remove(self.proc)
+
+    def run(self, timeout=120):
+        """Runs to completion with --until-done; returns (rc, seconds)."""
+        t0 = time.monotonic()
+        self.start(until_done=True)
+        rc = self.wait(timeout)
+        return rc, time.monotonic() - t0
+
+    def log_text(self, last=None):
+        try:
+            with open(self.log, "r", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-last:] if last else lines)
+
+    def log_contains(self, needle):
+        return needle in self.log_text()
+
+
+def swarmctl(*args, timeout=300):
+    p = subprocess.run([SWARMCTL, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def export(state_dir, out, dtype="f32"):
+    """`swarmctl model export`; returns the output dir, or None (and a FAIL)."""
+    global last_export_stderr
+    rc, _, err = swarmctl("model", "export", "--state-dir", state_dir, "--out", out,
+                          "--dtype", dtype)
+    last_export_stderr = err
+    if not check(rc == 0, f"model export {os.path.basename(state_dir.rstrip('/'))} "
+                 f"-> {os.path.basename(out)}: exit 0", err):
+        return None
+    return out
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_bytes(d):
+    """SHA-256 of the export's model.safetensors (None when absent)."""
+    p = os.path.join(d, "model.safetensors")
+    return file_sha256(p) if os.path.exists(p) else None
+
+
+def model_digest(d):
+    """The model digest `swarmctl model inspect --json` reports (weights, not bytes)."""
+    rc, out, err = swarmctl("model", "inspect", d, "--json")
+    if rc != 0:
+        check(False, f"model inspect {d}", err)
+        return None
+    return json.loads(out).get("digest")
+
+
+def same_export(a, b):
+    """Every file of export a equals the same file of export b, byte for byte."""
+    fa = sorted(os.listdir(a))
+    fb = sorted(os.listdir(b))
+    if fa != fb:
+        return False, f"files differ: {fa} vs {fb}"
+    for name in fa:
+        if file_sha256(os.path.join(a, name)) != file_sha256(os.path.join(b, name)):
+            return False, f"{name} differs"
+    return True, f"{len(fa)} files equal"
+
+
+def evaluate(model_dir, data, threads=1):
+    """`swarmctl model eval --json`: the parsed object, or None (and a FAIL)."""
+    rc, out, err = swarmctl("model", "eval", "--model", model_dir, "--data", data, "--json",
+                            "--threads", str(threads))
+    if not check(rc == 0, f"model eval {os.path.basename(data)}: exit 0", err):
+        return None
+    return json.loads(out)
+
+
+def read_safetensors_f32(path):
+    """name -> (shape, raw bytes) for every F32 tensor of a safetensors file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (hlen,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + hlen])
+    header.pop("__metadata__", None)
+    base = 8 + hlen
+    out = {}
+    for name, info in header.items():
+        a, b = info["data_offsets"]
+        out[name] = (info["shape"], info["dtype"], data[base + a:base + b])
+    return out
+
+
+def ledger_dump(state_dir):
+    """Records of the ledger as dicts (tests/tools/ledger_dump, one JSON per line)."""
+    p = subprocess.run([LEDGER_DUMP, state_dir], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=120)
+    if not check(p.returncode == 0, f"ledger_dump {os.path.basename(state_dir)}: exit 0",
+                 p.stderr.decode("utf-8", "replace")):
+        return None
+    return [json.loads(line) for line in p.stdout.decode().splitlines() if line.strip()]
+
+
+def copy_state(src, dst):
+    shutil.copytree(src, dst, symlinks=True)
+    return dst

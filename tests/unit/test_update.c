@@ -1,0 +1,193 @@
+/*
+ * update: seed derivation, learning-rate schedules (the libm-free cosine
+ * against libm), coefficients, checks and names.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "update.h"
+
+#define assert_near(a, b, tol) assert_true(fabs((double)(a) - (double)(b)) <= (tol))
+
+static sw_train_spec spec_of(sw_schedule s, double lr, uint64_t warmup, uint64_t total, int dirs)
+{
+    sw_train_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.schedule = s;
+    spec.lr = lr;
+    spec.warmup_steps = warmup;
+    spec.total_steps = total;
+    spec.directions = dirs;
+    spec.max_scale = 4.0;
+    return spec;
+}
+
+static void test_seed_is_blake2b_of_the_concatenation(void **state)
+{
+    (void)state;
+    uint8_t run[SW_ID_BYTES], origin[SW_ID_BYTES], seed[SW_ID_BYTES], want[SW_ID_BYTES];
+    for (int i = 0; i < SW_ID_BYTES; i++) {
+        run[i] = (uint8_t)i;
+        origin[i] = (uint8_t)(0xa0 + i);
+    }
+    const uint64_t step = UINT64_C(0x0102030405060708);
+    sw_update_seed(run, origin, step, seed);
+    uint8_t in[72];
+    memcpy(in, run, 32);
+    memcpy(in + 32, origin, 32);
+    const uint8_t le[8] = {8, 7, 6, 5, 4, 3, 2, 1};
+    memcpy(in + 64, le, 8);
+    assert_true(sodium_init() >= 0);
+    crypto_generichash(want, 32, in, sizeof(in), NULL, 0);
+    assert_memory_equal(seed, want, 32);
+    /* every input matters */
+    uint8_t other[SW_ID_BYTES];
+    sw_update_seed(run, origin, step + 1, other);
+    assert_memory_not_equal(seed, other, 32);
+    origin[5] ^= 1;
+    sw_update_seed(run, origin, step, other);
+    assert_memory_not_equal(seed, other, 32);
+}
+
+static void test_constant_schedule(void **state)
+{
+    (void)state;
+    sw_train_spec s = spec_of(SW_SCHEDULE_CONSTANT, 1e-4, 10, 100, 1);
+    assert_true(sw_update_lr(&s, 0) == 1e-4);
+    assert_true(sw_update_lr(&s, 50) == 1e-4);
+    assert_true(sw_update_lr(&s, 1000) == 1e-4);
+}
+
+static void test_linear_schedule_key_points(void **state)
+{
+    (void)state;
+    /* 2 directions: update step s belongs to training step s / 2 */
+    sw_train_spec s = spec_of(SW_SCHEDULE_LINEAR, 1e-3, 10, 110, 2);
+    assert_true(sw_update_lr(&s, 0) == 1e-3 * 1 / 10);
+    assert_true(sw_update_lr(&s, 1) == 1e-3 * 1 / 10);
+    assert_true(sw_update_lr(&s, 2) == 1e-3 * 2 / 10);
+    assert_near(sw_update_lr(&s, 2 * 9), 1e-3, 1e-18); /* last warmup step: full lr */
+    assert_true(sw_update_lr(&s, 2 * 10) == 1e-3);     /* p = 0 */
+    assert_true(sw_update_lr(&s, 2 * 60 + 1) == 5e-4); /* p = 1/2 */
+    assert_near(sw_update_lr(&s, 2 * 85), 1e-3 * 0.25, 1e-18);
+    assert_true(sw_update_lr(&s, 2 * 110) == 0.0);
+    assert_true(sw_update_lr(&s, 2 * 5000) == 0.0); /* clamped past the end */
+    /* no warmup */
+    s = spec_of(SW_SCHEDULE_LINEAR, 2.0, 0, 4, 1);
+    assert_true(sw_update_lr(&s, 0) == 2.0);
+    assert_true(sw_update_lr(&s, 1) == 1.5);
+    assert_true(sw_update_lr(&s, 4) == 0.0);
+    /* warmup longer than the run: decay never starts before the end */
+    s = spec_of(SW_SCHEDULE_LINEAR, 1.0, 8, 4, 1);
+    assert_true(sw_update_lr(&s, 3) == 0.5);
+    assert_true(sw_update_lr(&s, 9) == 0.0);
+}
+
+static void test_cosine_schedule_matches_libm(void **state)
+{
+    (void)state;
+    const uint64_t warm = 7, total = 7 + 1000003;
+    sw_train_spec s = spec_of(SW_SCHEDULE_COSINE, 1.0, warm, total, 1);
+    assert_true(sw_update_lr(&s, 3) == 4.0 / 7.0);
+    assert_true(sw_update_lr(&s, warm) == 1.0);
+    assert_near(sw_update_lr(&s, total), 0.0, 1e-15);
+    double worst = 0;
+    for (uint64_t t = warm; t <= total; t += 997) {
+        const double p = (double)(t - warm) / (double)(total - warm);
+        const double want = 0.5 * (1.0 + cos(3.14159265358979323846 * p));
+        const double err = fabs(sw_update_lr(&s, t) - want);
+        if (err > worst) worst = err;
+    }
+    /* the exact midpoint and the far end too */
+    s = spec_of(SW_SCHEDULE_COSINE, 1.0, 0, 2, 1);
+    assert_near(sw_update_lr(&s, 1), 0.5, 1e-15);
+    assert_true(worst < 1e-12);
+}
+
+static void test_coef(void **state)
+{
+    (void)state;
+    sw_train_spec s = spec_of(SW_SCHEDULE_CONSTANT, 1e-3, 0, 1, 4);
+    sw_update u;
+    memset(&u, 0, sizeof(u));
+    u.q = -100;
+    u.scale = 0.5f;
+    assert_true(sw_update_coef(&s, &u) == 1e-3 * 100 * 0.5 / 4);
+    u.q = 127;
+    assert_true(sw_update_coef(&s, &u) < 0);
+    u.q = 0;
+    assert_true(sw_update_coef(&s, &u) == 0.0);
+}
+
+static void test_check_refusals(void **state)
+{
+    (void)state;
+    sw_train_spec s = spec_of(SW_SCHEDULE_CONSTANT, 1e-3, 0, 1, 1);
+    s.max_scale = 2.0;
+    sw_update u;
+    memset(&u, 0, sizeof(u));
+    u.origin[0] = 0xab;
+    u.step = 42;
+    u.q = 127;
+    u.scale = 2.0f;
+    sw_diag d;
+    assert_int_equal(sw_update_check(&s, &u, &d), 0);
+    u.q = -127;
+    assert_int_equal(sw_update_check(&s, &u, &d), 0);
+    u.q = -128;
+    assert_int_equal(sw_update_check(&s, &u, &d), SW_EFORMAT);
+    assert_non_null(strstr(d.msg, "ab00000000000000/42"));
+    assert_non_null(strstr(d.msg, "-128"));
+    u.q = 1;
+    const float bad[] = {0.0f, -1.0f, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        u.scale = bad[i];
+        assert_int_equal(sw_update_check(&s, &u, &d), SW_EFORMAT);
+        assert_non_null(strstr(d.msg, "scale"));
+    }
+    u.scale = 2.0001f;
+    assert_int_equal(sw_update_check(&s, &u, &d), SW_ETOOBIG);
+    assert_non_null(strstr(d.msg, "max_scale"));
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    sw_schedule s;
+    sw_perturb p;
+    const sw_schedule ss[] = {SW_SCHEDULE_CONSTANT, SW_SCHEDULE_LINEAR, SW_SCHEDULE_COSINE};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(sw_schedule_parse(sw_schedule_name(ss[i]), &s), 0);
+        assert_int_equal(s, ss[i]);
+    }
+    assert_string_equal(sw_schedule_name(SW_SCHEDULE_COSINE), "cosine");
+    assert_int_equal(sw_schedule_parse("Cosine", &s), SW_EINVAL);
+    assert_int_equal(sw_schedule_parse("", &s), SW_EINVAL);
+    assert_int_equal(sw_perturb_parse("rademacher", &p), 0);
+    assert_int_equal(p, SW_PERTURB_RADEMACHER);
+    assert_int_equal(sw_perturb_parse("gaussian", &p), 0);
+    assert_int_equal(p, SW_PERTURB_GAUSSIAN);
+    assert_string_equal(sw_perturb_name(SW_PERTURB_GAUSSIAN), "gaussian");
+    assert_int_equal(sw_perturb_parse("normal", &p), SW_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seed_is_blake2b_of_the_concatenation),
+        cmocka_unit_test(test_constant_schedule),
+        cmocka_unit_test(test_linear_schedule_key_points),
+        cmocka_unit_test(test_cosine_schedule_matches_libm),
+        cmocka_unit_test(test_coef),
+        cmocka_unit_test(test_check_refusals),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
