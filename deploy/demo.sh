@@ -1,8 +1,8 @@
 #!/bin/sh
 # The quick-start demo on the bundled defaults, from a fresh Debian 12 machine:
-# installs what it needs, builds, evaluates the bundled model on the bundled
-# held-out data and generates a sample.  (Fine-tuning arrives with swarmd's
-# training engine; this script will then start a local swarm instead.)
+# installs what it needs, builds, scores the bundled model on held-out data,
+# fine-tunes it with one swarmd node (deploy/demo-solo.ini), exports the result
+# and scores it again.  (The next version starts a local swarm instead.)
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -15,20 +15,28 @@ fi
 ninja --quiet -C build-release
 
 swarmctl=build-release/cli/swarmctl
+swarmd=build-release/daemon/swarmd
 model=models/tiny-gpt2-fortunes
+state=build-release/demo-state
+out=build-release/demo-model
 
 echo "== the bundled model"
 $swarmctl model inspect "$model" | sed -n '1,12p'
 echo
-echo "== held-out loss in its pretraining domain (data/base-val.jsonl)"
-$swarmctl model eval --model "$model" --data data/base-val.jsonl
-echo
-echo "== the domain to adapt to (data/task-test.jsonl)"
-$swarmctl model eval --model "$model" --data data/task-test.jsonl
-echo
-echo "== topic classification before fine-tuning (data/topic-test.jsonl)"
+echo "== before: topic classification on held-out data (data/topic-test.jsonl)"
 $swarmctl model eval --model "$model" --data data/topic-test.jsonl
 echo
-echo "== a sample (greedy)"
-$swarmctl model generate --model "$model" --prompt "The secret of life is" -n 40 --temperature 0
+echo "== fine-tuning: one swarmd node, 600 SPSA steps on data/topic-train.jsonl"
+echo "   (config: deploy/demo-solo.ini; state: $state; Ctrl-C stops it cleanly)"
+rm -rf "$state"
+start=$(date +%s)
+$swarmd --config deploy/demo-solo.ini --until-done
+echo "   took $(($(date +%s) - start)) s"
 echo
+echo "== after: the node's model, exported to $out"
+$swarmctl model export --state-dir "$state" --out "$out" --force
+$swarmctl model eval --model "$out" --data data/topic-test.jsonl
+echo
+echo "== a sample from the fine-tuned model (greedy)"
+$swarmctl model generate --model "$out" --prompt "I love to eat pizza with my friends.
+Topic:" -n 3 --temperature 0

@@ -26,6 +26,12 @@ BATCH, SEQ = 8, 128
 TORCH_CHILD = r'''
 import json, math, os, resource, sys, time
 threads = int(sys.argv[2]); B = int(sys.argv[3]); T = int(sys.argv[4]); seconds = float(sys.argv[5])
+import os
+# OpenBLAS (which this torch calls for sgemm) sizes its own thread pool from the
+# environment when it loads: without this, "1 thread" torch still runs sgemm on
+# every core.
+os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+os.environ["OMP_NUM_THREADS"] = str(threads)
 import torch
 torch.set_num_threads(threads)
 sys.path.insert(0, sys.argv[6])

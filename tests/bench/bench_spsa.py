@@ -40,6 +40,12 @@ N_BATCHES = 64  # dumped minibatches, cycled
 TORCH_CHILD = r'''
 import json, math, resource, sys, time
 path, threads, batches_path, seconds, lr, eps, refdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
+import os
+# OpenBLAS (which this torch calls for sgemm) sizes its own thread pool from the
+# environment when it loads: without this, "1 thread" torch still runs sgemm on
+# every core.
+os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
+os.environ["OMP_NUM_THREADS"] = str(threads)
 import torch
 torch.set_num_threads(threads)
 sys.path.insert(0, refdir)

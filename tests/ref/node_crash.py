@@ -21,7 +21,6 @@ temporary file is left behind.  Exits non-zero on any failure.
 """
 import os
 import random
-import signal
 import struct
 import sys
 import time
@@ -131,8 +130,8 @@ def main():
     ledger = os.path.join(node.state_dir, "ledger")
     prev = 0
     kills = started_kills = in_ckpt = torn_seen = injected = prefix_bad = shrunk = 0
-    delays = []
     expect_next = {}  # start number -> updates in the ledger before it
+    injected_sizes = []
     done = False
     while kills < MAX_KILLS and not done:
         if kills >= KILLS and started_kills >= KILLS // 2:
@@ -141,8 +140,11 @@ def main():
         expect_next[node.starts] = prev
         node.start(until_done=True)
         mode = rng.random()
-        if mode < 0.15:
-            delay = rng.uniform(0, 0.05)  # during exec, config, model load, lock
+        if kills < 3 or mode < 0.15:
+            # During exec, configuration, model and data loading, the lock,
+            # the first start's max_scale calibration and state creation,
+            # checkpoint loading and ledger replay.
+            delay = rng.uniform(0, 1.5 if kills < 3 else 0.05)
             time.sleep(delay)
             where = "startup"
         else:
@@ -166,11 +168,9 @@ def main():
             check(done, f"start {node.starts}: finished (exit {rc}) before its kill",
                   node.log_text(20))
             break
-        tmp_before = [p for p in tmp_files(node.state_dir) if "checkpoints" in p]
         node.kill9()
         kills += 1
         started_kills += where == "training"
-        delays.append(delay)
         tmp_after = [p for p in tmp_files(node.state_dir) if "checkpoints" in p]
         if tmp_after:
             in_ckpt += 1
@@ -182,24 +182,26 @@ def main():
             torn_seen += 1
         if got != ref_updates[:len(got)]:
             prefix_bad += 1
+            diff = next((i for i, (x, y) in enumerate(zip(got, ref_updates)) if x != y),
+                        len(ref_updates))
             check(False, f"kill {kills}: ledger is a prefix of the reference ledger",
-                  f"{len(got)} updates; first difference at "
-                  f"{next(i for i, (x, y) in enumerate(zip(got, ref_updates)) if x != y) if any(x != y for x, y in zip(got, ref_updates)) else len(ref_updates)}")
+                  f"{len(got)} updates; first difference at index {diff}")
         if len(got) < prev:
             shrunk += 1
             check(False, f"kill {kills}: ledger shrank from {prev} to {len(got)} updates")
         prev = max(prev, len(got))
         if os.path.exists(ledger) and os.path.getsize(ledger) >= LEDGER_HEADER and kills % 4 == 0:
-            inject_torn_tail(ledger, rng)
+            injected_sizes.append(inject_torn_tail(ledger, rng))
             injected += 1
         print(f"      kill {kills:2d} ({where:8s} +{delay * 1000:6.1f} ms): ledger {len(got):3d} "
               f"updates{', checkpoint tmp file present' if tmp_after else ''}"
               f"{', torn tail' if summary(dump).get('truncated_bytes', 0) else ''}", flush=True)
-        del tmp_before
 
     check(prefix_bad == 0 and shrunk == 0,
           f"after each of {kills} kills the ledger was a growing prefix of the reference")
-    check(kills >= KILLS or done, f"{kills} SIGKILLs delivered ({started_kills} after training started)")
+    # A run that ends before all its kills (the machine sped up) still needs many.
+    check(kills >= (KILLS // 2 if done else KILLS),
+          f"{kills} SIGKILLs delivered ({started_kills} after training started)")
     if not done:
         t1 = time.monotonic()
         node.log_offset = os.path.getsize(node.log)
@@ -223,12 +225,16 @@ def main():
           f"{len(resumed)} starts reached training, each at next_update == ledger updates "
           f"== the count before it (no step number skipped or reused)",
           f"(start, next_update, ledger_updates) not matching {expect_next}: {bad}")
-    torn_fixed = sum(1 for line in log.splitlines()
-                     if 'msg="swarmd started"' in line and "torn_bytes=0 " not in line)
+    torn = [int(line.split(" torn_bytes=", 1)[1].split()[0]) for line in log.splitlines()
+            if 'msg="swarmd started"' in line and " torn_bytes=" in line]
+    torn = [t for t in torn if t]
+    torn_fixed = len(torn)
     print(f"      {kills} kills: {in_ckpt} left a checkpoint temp file (killed mid-write), "
           f"{torn_seen} left a torn ledger tail, {injected} torn tails injected; "
           f"{node.starts} starts, {torn_fixed} of them truncated a torn tail")
-    check(injected == 0 or torn_fixed >= 1, "a start truncated the torn ledger tail it found")
+    check((torn_fixed >= 1 or not injected) and all(t in injected_sizes for t in torn),
+          f"starts truncated torn tails of {torn} bytes, each exactly an injected tail "
+          f"({injected_sizes})")
 
     dump = nu.ledger_dump(node.state_dir)
     if dump is not None:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -129,6 +128,19 @@ def default_config(state_dir, **train):
     return cfg
 
 
+def write_identity(path, name):
+    """A fixed identity key file (docs/state.md layout: "SWIDKEY1", Ed25519
+    seed, public key) derived from `name`, so a test's origin id, and with it
+    every perturbation, is the same on every run."""
+    import nacl.signing
+    seed = hashlib.blake2b(b"swarmtune test identity: " + name.encode(), digest_size=32).digest()
+    pk = bytes(nacl.signing.SigningKey(seed).verify_key)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"SWIDKEY1" + seed + pk)
+    return path, pk.hex()
+
+
 def write_config(path, cfg):
     with open(path, "w") as f:
         f.write("# written by tests/ref/nodeutil.py\n")
@@ -153,6 +165,7 @@ class Node:
         self.log = os.path.join(root, "swarmd.log")
         self.proc = None
         self.starts = 0
+        self.log_offset = 0  # where the current start's lines begin in the log
 
     def start(self, until_done=True):
         assert self.proc is None or self.proc.poll() is not None
@@ -202,9 +215,6 @@ class Node:
         except OSError:
             return ""
         return "\n".join(lines[-last:] if last else lines)
-
-    def log_contains(self, needle):
-        return needle in self.log_text()
 
 
 def swarmctl(*args, timeout=300):
@@ -267,21 +277,6 @@ def evaluate(model_dir, data, threads=1):
     if not check(rc == 0, f"model eval {os.path.basename(data)}: exit 0", err):
         return None
     return json.loads(out)
-
-
-def read_safetensors_f32(path):
-    """name -> (shape, raw bytes) for every F32 tensor of a safetensors file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (hlen,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + hlen])
-    header.pop("__metadata__", None)
-    base = 8 + hlen
-    out = {}
-    for name, info in header.items():
-        a, b = info["data_offsets"]
-        out[name] = (info["shape"], info["dtype"], data[base + a:base + b])
-    return out
 
 
 def ledger_dump(state_dir):

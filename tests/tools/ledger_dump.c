@@ -52,8 +52,9 @@ int main(int argc, char **argv)
         rc = sw_ledger_read(s->ledger, first, buf, LEDGER_DUMP_CHUNK, &got, &diag);
         if (rc != 0) goto fail;
         if (got == 0) {
-            rc = sw_diag_set(&diag, SW_EFORMAT, "%s: ledger read stopped at %" PRIu64 " of %" PRIu64,
-                             argv[1], first, count);
+            rc =
+                sw_diag_set(&diag, SW_EFORMAT, "%s: ledger read stopped at %" PRIu64 " of %" PRIu64,
+                            argv[1], first, count);
             goto fail;
         }
         for (size_t j = 0; j < got; j++) {

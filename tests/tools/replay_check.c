@@ -81,8 +81,8 @@ static int replay_check_apply(const sw_state *s, sw_fixed *f, uint64_t n, sw_dia
         int rc = sw_ledger_read(s->ledger, first, buf, want, &got, diag);
         if (rc != 0) return rc;
         if (got != want)
-            return sw_diag_set(diag, SW_EFORMAT, "ledger: read %zu of %zu updates at %" PRIu64,
-                               got, want, first);
+            return sw_diag_set(diag, SW_EFORMAT, "ledger: read %zu of %zu updates at %" PRIu64, got,
+                               want, first);
         for (size_t j = 0; j < got; j++) {
             rc = sw_update_check(&s->train, &buf[j], diag);
             if (rc != 0) return rc;
@@ -141,7 +141,8 @@ int main(int argc, char **argv)
         sw_fixed_digest(rep, drep);
         if (memcmp(dck, drep, sizeof dck) != 0) all_equal = false;
         if (ck->saturations != 0 || rep->saturations != 0)
-            fprintf(stderr, "replay_check: saturations: checkpoint %" PRIu64 ", replay %" PRIu64 "\n",
+            fprintf(stderr,
+                    "replay_check: saturations: checkpoint %" PRIu64 ", replay %" PRIu64 "\n",
                     ck->saturations, rep->saturations);
         const char *base = strrchr(paths[i], '/');
         replay_check_print(base ? base + 1 : paths[i], meta.ledger_count, dck, drep,
