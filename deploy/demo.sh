@@ -26,7 +26,7 @@ echo
 echo "== before: topic classification on held-out data (data/topic-test.jsonl)"
 $swarmctl model eval --model "$model" --data data/topic-test.jsonl
 echo
-echo "== fine-tuning: one swarmd node, 600 SPSA steps on data/topic-train.jsonl"
+echo "== fine-tuning: one swarmd node, 1000 SPSA steps on data/topic-train.jsonl"
 echo "   (config: deploy/demo-solo.ini; state: $state; Ctrl-C stops it cleanly)"
 rm -rf "$state"
 start=$(date +%s)
