@@ -40,9 +40,9 @@
 #include "sw_error.h"
 
 enum {
-    SW_STREAM_Z = 0,     /* the perturbation direction */
+    SW_STREAM_Z = 0,      /* the perturbation direction */
     SW_STREAM_QROUND = 1, /* the origin's stochastic rounding of q */
-    SW_STREAM_ROUND = 2, /* stochastic rounding of the per-(update, tensor) coefficient */
+    SW_STREAM_ROUND = 2,  /* stochastic rounding of the per-(update, tensor) coefficient */
 };
 
 #define SW_GAUSS_FRAC_BITS 13
@@ -51,7 +51,7 @@ extern const int16_t sw_gauss_table[256];
 typedef struct sw_fixed {
     sw_gpt2_config cfg;
     size_t n_params;
-    int32_t *w;              /* (n_params) canonical flat order */
+    int32_t *w; /* (n_params) canonical flat order */
     size_t n_tensors;
     sw_gpt2_tensor *tensors; /* (n_tensors) the canonical table */
     int8_t *exp;             /* (n_tensors) e_t */
@@ -85,8 +85,8 @@ void sw_zstream(const uint8_t seed[SW_ID_BYTES], sw_perturb dist, uint64_t first
  * span tensors), plus[j] = w_j + eps * z_j and minus[j] = w_j - eps * z_j in
  * float; z may be NULL (no perturbation: plus = minus = w; minus may be NULL).
  */
-void sw_fixed_dequant_pm(const sw_fixed *f, uint64_t first, size_t n, const int16_t *z,
-                         float eps, float *plus, float *minus);
+void sw_fixed_dequant_pm(const sw_fixed *f, uint64_t first, size_t n, const int16_t *z, float eps,
+                         float *plus, float *minus);
 
 /*
  * Applies updates u[0..k) in one fused sweep over the parameters (each

@@ -116,7 +116,7 @@ static inline float gpt2_exp_neg(float x)
 
 /* max of x[0..n), n >= 1 (NaNs are skipped; the loss checks finiteness). */
 GPT2_MULTIVERSION
-static float gpt2_max(const float *x, int n)
+float sw_gpt2_row_max(const float *x, int n)
 {
     float acc[GPT2_LANES];
     for (int k = 0; k < GPT2_LANES; k++)
@@ -135,7 +135,7 @@ static float gpt2_max(const float *x, int n)
 
 /* sum of exp(x[i] - m) over x[0..n), all x[i] <= m */
 GPT2_MULTIVERSION
-static float gpt2_exp_sum(const float *x, int n, float m)
+float sw_gpt2_row_exp_sum(const float *x, int n, float m)
 {
     float acc[GPT2_LANES] = {0};
     int i = 0;
@@ -483,7 +483,7 @@ static void gpt2_softmax_causal(float *att, int rows, int cols, int i0)
     for (int r = 0; r < rows; r++) {
         float *row = att + (size_t)r * cols; /* (cols) */
         const int n = i0 + r + 1;
-        const float m = gpt2_max(row, n);
+        const float m = sw_gpt2_row_max(row, n);
         const float s = gpt2_exp_inplace(row, n, m);
         gpt2_scale(row, n, 1.0f / s);
         memset(row + n, 0, (size_t)(cols - n) * sizeof(float));
@@ -596,12 +596,12 @@ static void gpt2_lse_update(sw_gpt2_acts *a, const float *tile, int n, int v0, i
 {
     for (int r = 0; r < n; r++) {
         const float *row = tile + (size_t)r * vn; /* (vn) */
-        const float tmax = gpt2_max(row, vn);
+        const float tmax = sw_gpt2_row_max(row, vn);
         if (tmax > a->nll_max[r]) {
             a->nll_sum[r] *= exp((double)a->nll_max[r] - (double)tmax);
             a->nll_max[r] = tmax;
         }
-        a->nll_sum[r] += (double)gpt2_exp_sum(row, vn, a->nll_max[r]);
+        a->nll_sum[r] += (double)sw_gpt2_row_exp_sum(row, vn, a->nll_max[r]);
         const int tgt = a->nll_tgt[r];
         if (tgt >= v0 && tgt < v0 + vn) a->nll_tlogit[r] = row[tgt - v0];
     }

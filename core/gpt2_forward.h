@@ -76,6 +76,15 @@ int sw_gpt2_nll(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const float *lm_head
                 const int32_t *tokens, const int32_t *lengths, const uint8_t *mask, int B, int T,
                 float *nll, double *sum, int64_t *count, sw_diag *diag);
 
+/*
+ * Row kernels of the loss, shared with the training engine's tiled loss so
+ * that both compute bit-identical values: the max of x[0..n) (n >= 1, NaNs
+ * skipped), and the sum of exp(x[i] - m) for x[i] <= m (a fixed polynomial
+ * exp, the same operations in the same order on every CPU).
+ */
+float sw_gpt2_row_max(const float *x, int n);
+float sw_gpt2_row_exp_sum(const float *x, int n, float m);
+
 /* Sets OpenBLAS's thread count (process-wide); n < 1 means 1. */
 void sw_gpt2_set_threads(int n);
 

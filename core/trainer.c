@@ -42,75 +42,6 @@
 #define TRAINER_MIN_SUPER_ROWS 4096
 /* Parameters per chunk of the weight-decay sweep (int64 sums stay exact). */
 #define TRAINER_WZ_CHUNK 4096
-#define TRAINER_LANES 16
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-#define TRAINER_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TRAINER_MULTIVERSION
-#endif
-
-/* ---------------------------------------------------------------------------
- * Loss kernels: copies of gpt2_forward.c's (same operations, same order).
- */
-
-static inline float trainer_exp_neg(float x)
-{
-    uint32_t xi;
-    memcpy(&xi, &x, sizeof(xi));
-    uint32_t mag = xi & 0x7fffffffu;
-    mag = mag < 0x42ae0000u ? mag : 0x42ae0000u;
-    xi = mag | 0x80000000u;
-    memcpy(&x, &xi, sizeof(x));
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) * (1 << 23);
-    float s;
-    memcpy(&s, &bits, sizeof(s));
-    return y * s;
-}
-
-TRAINER_MULTIVERSION
-static float trainer_max(const float *x, int n)
-{
-    float acc[TRAINER_LANES];
-    for (int k = 0; k < TRAINER_LANES; k++)
-        acc[k] = x[0];
-    int i = 0;
-    for (; i + TRAINER_LANES <= n; i += TRAINER_LANES)
-        for (int k = 0; k < TRAINER_LANES; k++)
-            acc[k] = x[i + k] > acc[k] ? x[i + k] : acc[k];
-    float m = acc[0];
-    for (int k = 1; k < TRAINER_LANES; k++)
-        m = acc[k] > m ? acc[k] : m;
-    for (; i < n; i++)
-        m = x[i] > m ? x[i] : m;
-    return m;
-}
-
-TRAINER_MULTIVERSION
-static float trainer_exp_sum(const float *x, int n, float m)
-{
-    float acc[TRAINER_LANES] = {0};
-    int i = 0;
-    for (; i + TRAINER_LANES <= n; i += TRAINER_LANES)
-        for (int k = 0; k < TRAINER_LANES; k++)
-            acc[k] += trainer_exp_neg(x[i + k] - m);
-    float s = 0.0f;
-    for (int k = 0; k < TRAINER_LANES; k++)
-        s += acc[k];
-    for (; i < n; i++)
-        s += trainer_exp_neg(x[i] - m);
-    return s;
-}
 
 /* ---------------------------------------------------------------------------
  * The trainer
@@ -410,12 +341,12 @@ static void trainer_job_head(sw_trainer *tr, int s, void *arg)
             for (int i = 0; i < n; i++) {
                 const int r = r0 + i;
                 const float *row = tile + (size_t)i * vn; /* (vn) */
-                const float tmax = trainer_max(row, vn);
+                const float tmax = sw_gpt2_row_max(row, vn);
                 if (tmax > sg->rmax[r]) {
                     sg->rsum[r] *= exp((double)sg->rmax[r] - (double)tmax);
                     sg->rmax[r] = tmax;
                 }
-                sg->rsum[r] += (double)trainer_exp_sum(row, vn, sg->rmax[r]);
+                sg->rsum[r] += (double)sw_gpt2_row_exp_sum(row, vn, sg->rmax[r]);
                 const int tgt = tr->row_tgt[r];
                 if (tgt >= v0 && tgt < v0 + vn) sg->tlogit[r] = row[tgt - v0];
             }

@@ -26,8 +26,8 @@
 
 #include "sw_error.h"
 
-#define SW_ID_BYTES 32   /* origin public key, run id, seeds */
-#define SW_Q_MAX 127     /* |q| <= 127 */
+#define SW_ID_BYTES 32 /* origin public key, run id, seeds */
+#define SW_Q_MAX 127   /* |q| <= 127 */
 
 typedef struct sw_update {
     uint8_t origin[SW_ID_BYTES]; /* the origin node's Ed25519 public key */
@@ -55,11 +55,11 @@ typedef struct sw_train_spec {
     uint8_t run_id[SW_ID_BYTES];
     sw_perturb perturb;
     sw_schedule schedule;
-    double lr;              /* peak learning rate, > 0 */
-    uint64_t warmup_steps;  /* training steps of linear warmup from lr/warmup to lr */
-    uint64_t total_steps;   /* training steps the decay schedules end at (>= 1) */
-    int directions;         /* n-SPSA: updates per training step, 1..64 */
-    double max_scale;       /* every update's scale must be <= this (> 0) */
+    double lr;             /* peak learning rate, > 0 */
+    uint64_t warmup_steps; /* training steps of linear warmup from lr/warmup to lr */
+    uint64_t total_steps;  /* training steps the decay schedules end at (>= 1) */
+    int directions;        /* n-SPSA: updates per training step, 1..64 */
+    double max_scale;      /* every update's scale must be <= this (> 0) */
 } sw_train_spec;
 
 /* BLAKE2b-256(run_id || origin || LE64(step)). */
