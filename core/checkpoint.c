@@ -8,6 +8,7 @@
  * expects when cfg is given).
  */
 #include "checkpoint.h"
+#include "fileio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -149,15 +150,6 @@ static void ckpt_write(ckpt_writer *w, const void *data, size_t n)
     }
 }
 
-static int ckpt_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return sw_error_from_errno(errno);
-    int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
-    close(fd);
-    return rc;
-}
-
 static int ckpt_prune(const char *dir, int keep, sw_warn_fn warn, void *warn_ctx)
 {
     char **paths = NULL;
@@ -177,7 +169,7 @@ static int ckpt_prune(const char *dir, int keep, sw_warn_fn warn, void *warn_ctx
             removed = true;
     }
     sw_checkpoint_list_free(paths, n);
-    if (removed) ckpt_fsync_dir(dir);
+    if (removed) sw_fsync_dir(dir);
     return 0;
 }
 
@@ -271,7 +263,7 @@ int sw_checkpoint_write(const char *dir, const uint8_t run_id[SW_ID_BYTES], cons
         unlink(tmp);
         return sw_diag_set(diag, rc, "%s: writing checkpoint: %s", tmp, sw_strerror(rc));
     }
-    rc = ckpt_fsync_dir(dir);
+    rc = sw_fsync_dir(dir);
     if (rc != 0)
         return sw_diag_set(diag, rc, "%s: fsync of the directory: %s", dir, sw_strerror(rc));
     /* Durable now: only from here may older checkpoints go. */

@@ -56,7 +56,16 @@ int sw_file_read(const char *path, size_t max_bytes, char **out, size_t *len, sw
     return 0;
 }
 
-static int fileio_fsync_dir(const char *path)
+int sw_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return sw_error_from_errno(errno);
+    int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
+    close(fd);
+    return rc;
+}
+
+int sw_fsync_parent(const char *path)
 {
     char dir[4096];
     const char *slash = strrchr(path, '/');
@@ -70,11 +79,7 @@ static int fileio_fsync_dir(const char *path)
         memcpy(dir, path, n);
         dir[n] = '\0';
     }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return sw_error_from_errno(errno);
-    int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
-    close(fd);
-    return rc;
+    return sw_fsync_dir(dir);
 }
 
 int sw_file_write_atomic(const char *path, const void *data, size_t len, int mode, sw_diag *diag)
@@ -111,7 +116,7 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, int mod
         unlink(tmp);
         return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", path, strerror(err));
     }
-    int rc = fileio_fsync_dir(path);
+    int rc = sw_fsync_parent(path);
     if (rc != 0) return sw_diag_set(diag, rc, "%s: fsync of directory: %s", path, sw_strerror(rc));
     return 0;
 }

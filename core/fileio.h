@@ -25,6 +25,11 @@ int sw_file_read(const char *path, size_t max_bytes, char **out, size_t *len, sw
  */
 int sw_file_write_atomic(const char *path, const void *data, size_t len, int mode, sw_diag *diag);
 
+/* fsync of a directory, so that a rename or a new file in it is durable. */
+int sw_fsync_dir(const char *dir);
+/* fsync of the directory that holds path ("." for a bare name). */
+int sw_fsync_parent(const char *path);
+
 /* Creates a directory (and no parents) if it does not exist. */
 int sw_mkdir(const char *path, int mode, sw_diag *diag);
 

@@ -11,6 +11,7 @@
  * corruption, reported with its offset and never repaired silently.
  */
 #include "ledger.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -138,27 +139,6 @@ static int ledger_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
         off += (uint64_t)r;
     }
     return 0;
-}
-
-static int ledger_fsync_parent(const char *path)
-{
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return SW_ETOOBIG;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return sw_error_from_errno(errno);
-    int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
-    close(fd);
-    return rc;
 }
 
 /* ---- the index ---- */
@@ -440,7 +420,7 @@ static int ledger_create(const char *path, const uint8_t run_id[SW_ID_BYTES], sw
     if (rc == 0 && link(tmp, path) != 0) rc = sw_error_from_errno(errno);
     unlink(tmp);
     if (rc == SW_EEXIST) return 0; /* someone else created it: open that one */
-    if (rc == 0) rc = ledger_fsync_parent(path);
+    if (rc == 0) rc = sw_fsync_parent(path);
     if (rc != 0) return sw_diag_set(diag, rc, "%s: creating: %s", path, sw_strerror(rc));
     return 0;
 }

@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "fileio.h"
 #include "half.h"
 
 struct sw_safetensors {
@@ -596,30 +597,6 @@ static int st_buf_str(st_buf *b, const char *s)
     return st_buf_add(b, s, strlen(s));
 }
 
-static int st_fsync_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (slash == NULL)
-        dir = strdup(".");
-    else if (slash == path)
-        dir = strdup("/");
-    else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir != NULL) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = '\0';
-        }
-    }
-    if (dir == NULL) return SW_ENOMEM;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0) return sw_error_from_errno(errno);
-    int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
-    close(fd);
-    return rc;
-}
-
 static int st_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
@@ -800,7 +777,7 @@ int sw_safetensors_write(const char *path, const sw_st_write_tensor *tensors, si
     }
     free(tmp);
     tmp = NULL;
-    rc = st_fsync_dir(path);
+    rc = sw_fsync_parent(path);
     if (rc != 0) {
         rc = sw_diag_set(diag, rc, "%s: fsync of directory: %s", path, sw_strerror(rc));
         goto fail;

@@ -50,27 +50,6 @@ static int state_path(char *buf, const char *dir, const char *name, sw_diag *dia
     return 0;
 }
 
-static int state_fsync_parent(const char *path)
-{
-    char dir[SW_STATE_PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        strcpy(dir, ".");
-    } else if (slash == path) {
-        strcpy(dir, "/");
-    } else {
-        size_t n = (size_t)(slash - path);
-        if (n >= sizeof dir) return SW_ETOOBIG;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return sw_error_from_errno(errno);
-    int rc = fsync(fd) == 0 ? 0 : sw_error_from_errno(errno);
-    close(fd);
-    return rc;
-}
-
 /* ---- identity ---- */
 
 void sw_identity_fini(sw_identity *id)
@@ -210,7 +189,7 @@ static int identity_create(const char *path, bool *lost_race, sw_diag *diag)
             goto fail;
         }
     }
-    int frc = state_fsync_parent(path);
+    int frc = sw_fsync_parent(path);
     if (frc != 0)
         rc = sw_diag_set(diag, frc, "%s: fsync of the directory: %s", path, sw_strerror(frc));
 fail:
