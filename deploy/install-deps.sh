@@ -2,6 +2,7 @@
 # Installs the Debian packages swarmtune needs, and only those missing.
 #   deploy/install-deps.sh run    build and run swarmd / swarmctl
 #   deploy/install-deps.sh test   also the test tools (cmocka, clang, python3, node)
+#   deploy/install-deps.sh bench  also PyTorch, the benchmarks' reference
 # Runs apt-get as root (directly, or through sudo when not root).
 set -eu
 
@@ -12,14 +13,17 @@ pkgs="build-essential meson ninja-build cmake pkg-config
 case "$role" in
 run) ;;
 test)
-    pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex"
+    pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex python3-cryptography"
     # Node.js comes from Debian unless one is already installed (e.g. NodeSource's,
     # which bundles npm and conflicts with Debian's npm package).
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
     ;;
+bench)
+    pkgs="$pkgs python3 python3-numpy python3-torch"
+    ;;
 *)
-    echo "usage: $0 run|test" >&2
+    echo "usage: $0 run|test|bench" >&2
     exit 2
     ;;
 esac
