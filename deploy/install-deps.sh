@@ -13,7 +13,7 @@ pkgs="build-essential meson ninja-build cmake pkg-config
 case "$role" in
 run) ;;
 test)
-    pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex python3-cryptography"
+    pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex python3-cryptography python3-nacl"
     # Node.js comes from Debian unless one is already installed (e.g. NodeSource's,
     # which bundles npm and conflicts with Debian's npm package).
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
