@@ -560,8 +560,26 @@ done:
     return rc;
 }
 
-static int state_from_base(sw_state *s, sw_fixed **out, sw_diag *diag)
+/* The base model must be the run's: its digest against the run spec's. */
+static int state_check_base(const sw_state *s, const sw_gpt2 *m, sw_diag *diag)
 {
+    uint8_t digest[SW_GPT2_DIGEST_BYTES];
+    sw_gpt2_digest(m, digest);
+    if (memcmp(digest, s->runspec.base_digest, sizeof digest) == 0) return 0;
+    char have[2 * SW_GPT2_DIGEST_BYTES + 1], want[2 * SW_GPT2_DIGEST_BYTES + 1];
+    sw_digest_hex(digest, have);
+    sw_digest_hex(s->runspec.base_digest, want);
+    return sw_diag_set(diag, SW_EMISMATCH,
+                       "%s: model digest %s does not match the run spec's base_model %s",
+                       s->base_model_dir, have, want);
+}
+
+static int state_from_base(sw_state *s, const sw_gpt2 *base, sw_fixed **out, sw_diag *diag)
+{
+    if (base != NULL) {
+        int rc = state_check_base(s, base, diag);
+        return rc != 0 ? rc : sw_fixed_from_model(base, out, diag);
+    }
     if (s->base_model_dir[0] == '\0')
         return sw_diag_set(diag, SW_ENOENT,
                            "%s: no checkpoint and no base model path recorded (%s)", s->dir,
@@ -569,23 +587,13 @@ static int state_from_base(sw_state *s, sw_fixed **out, sw_diag *diag)
     sw_gpt2 *m = NULL;
     int rc = sw_gpt2_load(s->base_model_dir, &m, diag);
     if (rc != 0) return rc;
-    uint8_t digest[SW_GPT2_DIGEST_BYTES];
-    sw_gpt2_digest(m, digest);
-    if (memcmp(digest, s->runspec.base_digest, sizeof digest) != 0) {
-        char have[2 * SW_GPT2_DIGEST_BYTES + 1], want[2 * SW_GPT2_DIGEST_BYTES + 1];
-        sw_digest_hex(digest, have);
-        sw_digest_hex(s->runspec.base_digest, want);
-        sw_gpt2_free(m);
-        return sw_diag_set(diag, SW_EMISMATCH,
-                           "%s: model digest %s does not match the run spec's base_model %s",
-                           s->base_model_dir, have, want);
-    }
-    rc = sw_fixed_from_model(m, out, diag);
+    rc = state_from_base(s, m, out, diag);
     sw_gpt2_free(m);
     return rc;
 }
 
-int sw_state_rebuild(sw_state *s, int threads, sw_fixed **out, sw_diag *diag)
+int sw_state_rebuild_from(sw_state *s, const sw_gpt2 *base, int threads, sw_fixed **out,
+                          sw_diag *diag)
 {
     sw_fixed *f = NULL;
     uint64_t first = 0;
@@ -594,7 +602,7 @@ int sw_state_rebuild(sw_state *s, int threads, sw_fixed **out, sw_diag *diag)
         f = s->ckpt;
         s->ckpt = NULL;
         first = s->ckpt_meta.ledger_count;
-    } else if ((rc = state_from_base(s, &f, diag)) != 0) {
+    } else if ((rc = state_from_base(s, base, &f, diag)) != 0) {
         return rc;
     }
     rc = sw_state_replay(s, f, first, threads, diag);
@@ -604,6 +612,11 @@ int sw_state_rebuild(sw_state *s, int threads, sw_fixed **out, sw_diag *diag)
     }
     *out = f;
     return 0;
+}
+
+int sw_state_rebuild(sw_state *s, int threads, sw_fixed **out, sw_diag *diag)
+{
+    return sw_state_rebuild_from(s, NULL, threads, out, diag);
 }
 
 int sw_state_checkpoint(sw_state *s, const sw_fixed *f, char *path_out, sw_diag *diag)

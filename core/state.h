@@ -138,6 +138,14 @@ void sw_state_close(sw_state *s);
  */
 #define SW_STATE_REPLAY_BATCH 256
 int sw_state_rebuild(sw_state *s, int threads, sw_fixed **out, sw_diag *diag);
+/*
+ * The same, for a caller that already holds the base model in memory (the
+ * daemon loads it at start): used, digest-checked, instead of loading it
+ * again when there is no checkpoint; ignored when there is one.  base is
+ * only read.  May be NULL (then this is sw_state_rebuild).
+ */
+int sw_state_rebuild_from(sw_state *s, const sw_gpt2 *base, int threads, sw_fixed **out,
+                          sw_diag *diag);
 
 /*
  * Replays ledger updates [first, count) onto f (fused batches; each update

@@ -331,11 +331,6 @@ int swd_setup_open(const swd_config *cfg, swd_setup *s)
         ex = SWD_EXIT_USAGE;
         goto fail;
     }
-    /* The weights come from the checkpoint or are reloaded by the rebuild:
-     * free the float copy first so peak memory stays one model. */
-    sw_gpt2_free(base);
-    base = NULL;
-
     /* 3. the state directory and the weights */
     sw_state_options so = {.identity_path = cfg->identity,
                            .runspec = &rs,
@@ -348,7 +343,17 @@ int swd_setup_open(const swd_config *cfg, swd_setup *s)
     if (s->state->has_ckpt) s->ckpt_count = s->state->ckpt_meta.ledger_count;
     uint64_t count = sw_ledger_count(s->state->ledger);
     s->replayed = s->state->has_ckpt ? count - s->ckpt_count : count;
-    if ((rc = sw_state_rebuild(s->state, s->threads, &s->w, &d)) != 0) {
+    /* With a checkpoint the weights come from it: free the float copy first so
+     * peak memory stays one model.  Without one, the rebuild converts the
+     * base already in memory rather than loading it again. */
+    if (s->state->has_ckpt) {
+        sw_gpt2_free(base);
+        base = NULL;
+    }
+    rc = sw_state_rebuild_from(s->state, base, s->threads, &s->w, &d);
+    sw_gpt2_free(base);
+    base = NULL;
+    if (rc != 0) {
         ex = setup_fail(SWD_EXIT_FAIL, "rebuild", &d, rc);
         goto fail;
     }

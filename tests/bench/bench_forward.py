@@ -11,12 +11,12 @@ and prints tokens/s, peak RSS and the ratios swarmtune/PyTorch.
 
 Run: meson test -C build --benchmark --suite bench -v   (or: ninja -C build benchmark)
 """
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import ensure_124m, run_json  # noqa: E402
 
 SRC = os.environ.get("SW_SOURCE_ROOT", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD = os.environ.get("SW_BUILD_ROOT", os.path.join(SRC, "build"))
@@ -91,26 +91,9 @@ print(json.dumps({"tokens_per_s": iters * B * T / (t1 - t0), "peak_rss_mb": rss,
 '''
 
 
-def run_json(cmd, env=None):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        sys.exit(f"bench_forward: {' '.join(cmd)} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def ensure_124m():
-    path = os.path.join(BUILD, "bench-models", "gpt2-124m-random")
-    if not os.path.exists(os.path.join(path, "model.safetensors")):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        subprocess.run([os.path.join(BUILD, "cli", "swarmctl"), "model", "init", path,
-                        "--layers", "12", "--heads", "12", "--embd", "768", "--ctx", "1024",
-                        "--vocab", "50257", "--seed", "1", "--force"], check=True)
-    return path
-
-
 def main():
     models = [("fixture 7.3M", os.path.join(SRC, "models", "tiny-gpt2-fortunes")),
-              ("gpt2-124M", ensure_124m())]
+              ("gpt2-124M", ensure_124m(BUILD))]
     env = dict(os.environ)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,9 +104,9 @@ def main():
             for threads in (1, 2):
                 ours = run_json([os.path.join(BUILD, "tests", "bench", "bench_forward"), path,
                                  "--threads", str(threads), "--batch", str(BATCH), "--seq", str(SEQ),
-                                 "--seconds", str(SECONDS)], env=env)
+                                 "--seconds", str(SECONDS)], "bench_forward", env=env)
                 theirs = run_json(["/usr/bin/python3", child, path, str(threads), str(BATCH),
-                                   str(SEQ), str(SECONDS), os.path.join(SRC, "tests", "ref")], env=env)
+                                   str(SEQ), str(SECONDS), os.path.join(SRC, "tests", "ref")], "bench_forward", env=env)
                 rows.append((label, threads, ours, theirs))
     print(f"forward pass, batch {BATCH} x {SEQ} tokens, {SECONDS} s per configuration")
     print(f"{'model':<14} {'thr':>3} {'swarmtune tok/s':>16} {'torch tok/s':>12} {'speed ratio':>11} "

@@ -30,6 +30,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import ensure_124m, run_json  # noqa: E402
+
 SRC = os.environ.get("SW_SOURCE_ROOT", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD = os.environ.get("SW_BUILD_ROOT", os.path.join(SRC, "build"))
 SECONDS = float(os.environ.get("SW_BENCH_SECONDS", "8"))
@@ -145,23 +148,6 @@ print(json.dumps({"steps_per_s": len(losses) / (t1 - t0), "steps": len(losses), 
 '''
 
 
-def run_json(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"bench_spsa: {' '.join(cmd)} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def ensure_124m():
-    path = os.path.join(BUILD, "bench-models", "gpt2-124m-random")
-    if not os.path.exists(os.path.join(path, "model.safetensors")):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        subprocess.run([os.path.join(BUILD, "cli", "swarmctl"), "model", "init", path,
-                        "--layers", "12", "--heads", "12", "--embd", "768", "--ctx", "1024",
-                        "--vocab", "50257", "--seed", "1", "--force"], check=True)
-    return path
-
-
 def long_records(tmp):
     """Text records of ~1000 characters (well over 128 tokens) from base-val."""
     texts = [json.loads(line)["text"] for line in open(os.path.join(SRC, "data", "base-val.jsonl"))]
@@ -182,7 +168,7 @@ def main():
         with open(child, "w") as fh:
             fh.write(TORCH_CHILD)
         models = [("fixture 7.3M", tok_dir, os.path.join(SRC, "data", "topic-train.jsonl"), 0),
-                  ("gpt2-124M", ensure_124m(), long_records(tmp), 128)]
+                  ("gpt2-124M", ensure_124m(BUILD), long_records(tmp), 128)]
         for label, path, data, seq in models:
             common = [path, data, "--tokenizer", tok_dir, "--batch", str(BATCH), "--seed", "1"]
             if seq:
@@ -195,9 +181,9 @@ def main():
             for threads in (1, 2):
                 ours = run_json([exe] + common + ["--threads", str(threads), "--steps", "2", "--warmup", "1",
                                                   "--seconds", str(SECONDS), "--lr", str(LR), "--eps", str(EPS),
-                                                  "--max-scale", "1"])
+                                                  "--max-scale", "1"], "bench_spsa")
                 theirs = run_json(["/usr/bin/python3", child, path, str(threads), batches, str(SECONDS),
-                                   str(LR), str(EPS), os.path.join(SRC, "tests", "ref")])
+                                   str(LR), str(EPS), os.path.join(SRC, "tests", "ref")], "bench_spsa")
                 rows.append((label, threads, ours, theirs))
     print(f"SPSA step (+eps and -eps losses, update applied), batch {BATCH}, lr {LR}, eps {EPS}, "
           f">= {SECONDS:g} s per configuration")
