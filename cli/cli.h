@@ -46,6 +46,10 @@ int swctl_model_main(const char *path, int argc, char **argv);
 /* `model export` (cmd_export.c): a node's current model from its state directory. */
 int swctl_model_export(const char *path, int argc, char **argv);
 
+/* `status` and `peers` (cmd_swarm.c): a running swarmd, over its control socket. */
+int swctl_status(const char *path, int argc, char **argv);
+int swctl_peers(const char *path, int argc, char **argv);
+
 /*
  * Runs a verb group: argv[0] is the group's name, argv[1] the verb.  Prints
  * the group's help (intro plus the table) for -h/--help or no verb.

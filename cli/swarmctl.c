@@ -16,13 +16,15 @@ static const swctl_verb swarmctl_groups[] = {
     {"model", swctl_model_main,
      "model tools: init, inspect, tokenize, eval, generate, "
      "convert, export"},
+    {"status", swctl_status, "a running swarmd: node, model, ledger, network, peers"},
+    {"peers", swctl_peers, "a running swarmd's peers table"},
 };
 
 static const char swarmctl_intro[] =
     "Usage: swarmctl COMMAND [ARGS...]\n"
     "       swarmctl --version\n"
     "\n"
-    "Drives swarmtune: offline model tools now, a running swarmd later.\n"
+    "Drives swarmtune: offline model tools, and a running swarmd.\n"
     "Exit status: 0 success, 1 failure, 2 usage error.\n";
 
 int main(int argc, char **argv)

@@ -26,6 +26,7 @@
     X(SW_ENOENT, -ENOENT, "no such file or directory")                                             \
     X(SW_EACCES, -EACCES, "permission denied")                                                     \
     X(SW_EEXIST, -EEXIST, "already exists")                                                        \
+    X(SW_ETIMEDOUT, -ETIMEDOUT, "timed out")                                                       \
     X(SW_EFORMAT, -1001, "malformed input")                                                        \
     X(SW_ETRUNCATED, -1002, "input is truncated")                                                  \
     X(SW_EUNSUPPORTED, -1003, "unsupported feature")                                               \

@@ -46,6 +46,19 @@ typedef struct swd_config {
     uint64_t checkpoint_every;
     int64_t checkpoint_interval_s;
     int log_level; /* swd_log_level */
+    char *listen;    /* PUB listen URL */
+    char *sync;      /* sync REP listen URL */
+    char *advertise; /* host put in place of a wildcard listen host; "": 127.0.0.1 */
+    char *bootstrap; /* comma-separated sync URLs of members; "": found a new swarm */
+    char *control;   /* control socket path; "": STATE_DIR/control.sock */
+    int64_t heartbeat_ms;
+    int64_t suspect_after;
+    int64_t dead_after;
+    int64_t max_staleness;
+    int64_t lag_timeout_ms;
+    int64_t batch_max_steps;
+    int64_t batch_max_ms;
+    int64_t test_drop_permille; /* fault injection: drop this share of received messages */
 
     /* [model] */
     char *model_path;
@@ -69,6 +82,10 @@ typedef struct swd_config {
     int64_t scale_window;
     uint64_t seed;
     int64_t threads; /* 0: every online CPU */
+
+    /* Which table rows the file set (by index into swd_config_keys): a joiner
+     * adopts the swarm's run spec and refuses only values it set itself. */
+    bool given[64];
 } swd_config;
 
 typedef enum swd_cfg_type {

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -11,8 +12,10 @@
 
 #include <uv.h>
 
+#include "fileio.h"
 #include "gpt2.h"
 #include "log.h"
+#include "swarm.h"
 #include "worker.h"
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -25,16 +28,27 @@ typedef enum node_phase {
     NODE_TRAINING,
     NODE_DONE,     /* max_steps reached; idle until signalled */
     NODE_STOPPING, /* the worker was asked to stop */
+    NODE_DRAINING, /* the worker exited; waiting (bounded) for peers to hold our updates */
+    NODE_LEAVING,  /* Leave published; closing after a short grace */
 } node_phase;
+
+/* A graceful stop waits at most this long for peers to hold our updates. */
+#define NODE_DRAIN_S 10.0
+/* ... and this long after publishing Leave, so it leaves the socket. */
+#define NODE_LEAVE_GRACE_S 0.3
 
 typedef struct swd_node {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     uv_async_t async;
+    uv_async_t net_async; /* signalled by net's threads */
     uv_timer_t cron;
     int open_handles;
 
     swd_worker worker;
+    swd_swarm *swarm;
+    double phase_deadline; /* DRAINING / LEAVING: when to move on */
+    uint64_t max_steps;    /* the run spec's */
     bool worker_exited;
     const swd_config *cfg;
     swd_node_opts opts;
@@ -64,16 +78,21 @@ static void node_on_close(uv_handle_t *h)
 
 static void node_close_handles(swd_node *n)
 {
+    /* nng's threads signal net_async: stop them first. */
+    swd_swarm_close(n->swarm);
+    n->swarm = NULL;
     uv_handle_t *hs[] = {(uv_handle_t *)&n->sigint, (uv_handle_t *)&n->sigterm,
-                         (uv_handle_t *)&n->async, (uv_handle_t *)&n->cron};
+                         (uv_handle_t *)&n->async, (uv_handle_t *)&n->net_async,
+                         (uv_handle_t *)&n->cron};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         if (!uv_is_closing(hs[i])) uv_close(hs[i], node_on_close);
 }
 
 static void node_stop(swd_node *n, const char *why)
 {
-    if (n->phase == NODE_STOPPING) return;
+    if (n->phase >= NODE_STOPPING) return;
     n->phase = NODE_STOPPING;
+    if (n->swarm) swd_swarm_set_phase(n->swarm, SWD_PHASE_STOPPING);
     swd_log(SWD_LOG_INFO, "stopping", "reason=%s step=%" PRIu64 " updates=%" PRIu64, why,
             n->last.next_step, n->last.ledger_count);
     swd_worker_request_stop(&n->worker);
@@ -87,7 +106,7 @@ static void node_progress(swd_node *n)
     swd_log(SWD_LOG_INFO, "progress",
             "step=%" PRIu64 " max_steps=%" PRIu64 " loss=%.4f steps_per_s=%.3f updates=%" PRIu64
             " saturations=%" PRIu64 " scale=%.6g nonfinite=%" PRIu64,
-            n->last.next_step, n->cfg->max_steps, n->last_loss,
+            n->last.next_step, n->max_steps, n->last_loss,
             dt > 0 ? (double)n->win_steps / dt : 0.0, n->last.ledger_count, n->last.saturations,
             (double)n->last.scale, n->win_nonfinite);
     n->win_steps = 0;
@@ -106,6 +125,7 @@ static void node_on_async(uv_async_t *h)
     n->win_steps += r.steps;
     n->win_loss_sum += r.loss_sum;
     n->win_nonfinite += r.nonfinite;
+    if (n->swarm) swd_swarm_on_report(n->swarm, &r);
 
     if (r.error && n->exit_code == SWD_EXIT_OK) {
         swd_log(SWD_LOG_ERROR, r.err, "step=%" PRIu64, r.next_step);
@@ -114,9 +134,11 @@ static void node_on_async(uv_async_t *h)
     }
     if (r.done && n->phase == NODE_TRAINING) {
         n->phase = NODE_DONE;
+        if (n->swarm) swd_swarm_set_phase(n->swarm, SWD_PHASE_DONE);
         if (n->win_steps) node_progress(n);
         swd_log(SWD_LOG_INFO,
-                n->opts.until_done ? "training done" : "training done; idle until signalled",
+                n->opts.until_done ? "training done"
+                                   : "training done; syncing and serving until signalled",
                 "step=%" PRIu64 " updates=%" PRIu64 " saturations=%" PRIu64, r.next_step,
                 r.ledger_count, r.saturations);
         if (n->opts.until_done) node_stop(n, "done");
@@ -131,6 +153,37 @@ static void node_on_async(uv_async_t *h)
         swd_log(n->exit_code ? SWD_LOG_ERROR : SWD_LOG_INFO, "stopped",
                 "step=%" PRIu64 " updates=%" PRIu64 " exit=%d", r.next_step, r.ledger_count,
                 n->exit_code);
+        if (n->swarm && n->exit_code == SWD_EXIT_OK) {
+            /* Graceful: publish what is pending and let peers take it. */
+            swd_swarm_flush(n->swarm);
+            n->phase = NODE_DRAINING;
+            n->phase_deadline = node_now() + NODE_DRAIN_S;
+        } else {
+            node_close_handles(n);
+        }
+    }
+}
+
+static void node_on_net(uv_async_t *h)
+{
+    swd_node *n = container_of(h, swd_node, net_async);
+    if (n->swarm) swd_swarm_on_net(n->swarm);
+}
+
+/* DRAINING -> LEAVING -> closed, from the cron. */
+static void node_finish_step(swd_node *n)
+{
+    double now = node_now();
+    if (n->phase == NODE_DRAINING) {
+        bool held = swd_swarm_peers_hold_own(n->swarm);
+        if (!held && now < n->phase_deadline) return;
+        if (!held)
+            swd_log(SWD_LOG_WARN, "leaving before every peer confirmed holding our updates",
+                    "waited_s=%.0f", NODE_DRAIN_S);
+        swd_swarm_leave(n->swarm);
+        n->phase = NODE_LEAVING;
+        n->phase_deadline = now + NODE_LEAVE_GRACE_S;
+    } else if (n->phase == NODE_LEAVING && now >= n->phase_deadline) {
         node_close_handles(n);
     }
 }
@@ -139,7 +192,7 @@ static void node_on_signal(uv_signal_t *h, int signum)
 {
     swd_node *n = h->data;
     const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
-    if (n->phase == NODE_STOPPING) {
+    if (n->phase >= NODE_STOPPING) {
         /* The ledger is written ahead: exiting here loses no update; the
          * next start replays what the missing final checkpoint would hold. */
         swd_log(SWD_LOG_WARN, "second signal while stopping: exiting now", "signal=%s exit=1",
@@ -155,6 +208,12 @@ static void node_on_cron(uv_timer_t *h)
 {
     swd_node *n = h->data;
     n->cronloops++;
+    if (n->phase == NODE_DRAINING || n->phase == NODE_LEAVING) {
+        if (n->swarm) swd_swarm_on_cron(n->swarm);
+        node_finish_step(n);
+        return;
+    }
+    if (n->swarm) swd_swarm_on_cron(n->swarm);
     if (n->cfg->progress_ms > 0 && n->phase == NODE_TRAINING &&
         run_with_period(n, n->cfg->progress_ms))
         node_progress(n);
@@ -183,7 +242,7 @@ static void node_log_start(const swd_node *n, const swd_setup *s, const sw_state
             " next_update=%" PRIu64 " ledger_updates=%" PRIu64 " checkpoint=%s replayed=%" PRIu64
             " torn_bytes=%" PRIu64 " max_scale=%.6g threads=%d until_done=%s",
             n->opts.version, run_id, node_id, swd_log_quote(qdir, sizeof qdir, st->dir),
-            st->created ? "true" : "false", s->n_params, s->n_trainable_params, n->cfg->max_steps,
+            st->created ? "true" : "false", s->n_params, s->n_trainable_params, n->max_steps,
             sw_trainer_next_step(s->trainer), s->next_update, sw_ledger_count(st->ledger), ckpt,
             s->replayed, st->ledger_info.truncated_bytes, st->runspec.max_scale, s->threads,
             n->opts.until_done ? "true" : "false");
@@ -197,39 +256,91 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
+    /* A node with bootstrap members says hello first: a new one adopts the
+     * swarm's run spec; a restarted one checks it still matches. */
+    swd_msg welcome;
+    memset(&welcome, 0, sizeof welcome);
+    sw_runspec swarm_rs;
+    bool have_welcome = false;
+    if (cfg->bootstrap && cfg->bootstrap[0]) {
+        char rs_path[SW_STATE_PATH_MAX];
+        struct stat sb;
+        bool existing = sw_path_join(rs_path, sizeof rs_path, cfg->state_dir, "runspec.json") == 0 &&
+                        stat(rs_path, &sb) == 0;
+        int hx = swd_swarm_hello(cfg, &welcome, &swarm_rs);
+        if (hx == SWD_EXIT_OK)
+            have_welcome = true;
+        else if (!existing)
+            return hx;
+        else
+            swd_log(SWD_LOG_WARN, "starting from the state directory; will keep trying the "
+                                  "bootstrap members",
+                    NULL);
+    }
+
     swd_setup s;
-    int ex = swd_setup_open(cfg, &s);
-    if (ex != SWD_EXIT_OK) return ex;
+    int ex = swd_setup_open(cfg, have_welcome ? &swarm_rs : NULL, &s);
+    if (ex != SWD_EXIT_OK) {
+        swd_msg_fini(&welcome);
+        return ex;
+    }
 
     swd_node n;
     memset(&n, 0, sizeof n);
     n.cfg = cfg;
     n.opts = *opts;
     n.phase = NODE_TRAINING;
+    n.max_steps = s.state->runspec.total_steps;
     int rc = uv_loop_init(&n.loop);
     if (rc != 0) {
         swd_log(SWD_LOG_ERROR, "uv_loop_init failed", "error=%s", uv_strerror(rc));
         swd_setup_fini(&s);
+        swd_msg_fini(&welcome);
         return SWD_EXIT_FAIL;
     }
     uv_async_init(&n.loop, &n.async, node_on_async);
+    uv_async_init(&n.loop, &n.net_async, node_on_net);
     uv_signal_init(&n.loop, &n.sigint);
     uv_signal_init(&n.loop, &n.sigterm);
     uv_timer_init(&n.loop, &n.cron);
-    n.async.data = n.sigint.data = n.sigterm.data = n.cron.data = &n;
-    n.open_handles = 4;
+    n.async.data = n.net_async.data = n.sigint.data = n.sigterm.data = n.cron.data = &n;
+    n.open_handles = 5;
 
     swd_worker_parts parts = {.state = s.state,
                               .w = s.w,
                               .trainer = s.trainer,
                               .ds = s.ds,
                               .tok = s.tok,
-                              .max_steps = cfg->max_steps,
+                              .max_steps = n.max_steps,
                               .checkpoint_every = cfg->checkpoint_every,
                               .threads = s.threads};
     node_log_start(&n, &s, s.state);
-    swd_worker_init(&n.worker, &parts, &n.async);
+    sw_state *state = s.state;
+    rc = swd_worker_init(&n.worker, &parts, &n.async);
     swd_setup_release(&s);
+    if (rc == 0) {
+        swd_swarm_params sp = {.cfg = cfg,
+                               .state = state,
+                               .worker = &n.worker,
+                               .net_notify = &n.net_async,
+                               .version = opts->version,
+                               .max_steps = n.max_steps,
+                               .welcome = have_welcome ? &welcome.u.welcome : NULL};
+        ex = swd_swarm_open(&sp, &n.swarm);
+    } else {
+        swd_log(SWD_LOG_ERROR, "cannot start the worker", "error=%s", sw_strerror(rc));
+        ex = SWD_EXIT_FAIL;
+    }
+    swd_msg_fini(&welcome);
+    if (ex != SWD_EXIT_OK) {
+        n.exit_code = ex;
+        n.worker_exited = true;
+        node_close_handles(&n);
+        uv_run(&n.loop, UV_RUN_DEFAULT);
+        swd_worker_fini(&n.worker);
+        uv_loop_close(&n.loop);
+        return ex;
+    }
     swd_worker_drain(&n.worker, &n.last);
     n.win_t0 = node_now();
     n.last_loss = NAN; /* "loss=nan" until the first step */

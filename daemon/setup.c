@@ -238,6 +238,56 @@ static int setup_check_existing(const char *path, sw_runspec *rs)
     return SWD_EXIT_USAGE;
 }
 
+static bool setup_given(const swd_config *cfg, const char *section, const char *name)
+{
+    const swd_cfg_key *k = swd_config_find(section, name);
+    return k && cfg->given[k - swd_config_keys];
+}
+
+/*
+ * A joiner adopts the swarm's run spec.  It refuses (exit 2, naming the key)
+ * when its base model differs or when its configuration SETS a swarm-wide
+ * value to something else; keys it leaves out take the swarm's values.
+ */
+static int setup_adopt(const swd_config *cfg, const sw_runspec *mine_full, const sw_runspec *swarm,
+                       sw_runspec *rs)
+{
+    sw_runspec mine = *swarm;
+    memcpy(mine.base_digest, mine_full->base_digest, sizeof mine.base_digest);
+    mine.arch = mine_full->arch;
+#define SETUP_TAKE(sec, key, field)                                                                \
+    if (setup_given(cfg, sec, key)) mine.field = mine_full->field
+    SETUP_TAKE("train", "lr", lr);
+    SETUP_TAKE("train", "eps", eps);
+    SETUP_TAKE("train", "schedule", schedule);
+    SETUP_TAKE("train", "warmup_steps", warmup_steps);
+    SETUP_TAKE("train", "max_steps", total_steps);
+    SETUP_TAKE("train", "directions", directions);
+    SETUP_TAKE("train", "weight_decay", weight_decay);
+    SETUP_TAKE("train", "perturbation", perturb);
+    SETUP_TAKE("train", "scale_window", scale_window);
+#undef SETUP_TAKE
+    if (setup_given(cfg, "train", "max_scale") && mine_full->max_scale != 0)
+        mine.max_scale = mine_full->max_scale;
+    if (setup_given(cfg, "train", "trainable"))
+        memcpy(mine.trainable, mine_full->trainable, sizeof mine.trainable);
+    const char *key = sw_runspec_diff(swarm, &mine);
+    if (key) {
+        const char *ckey = setup_config_key(key);
+        char theirs[320], ours[320], msg[SETUP_PATH_MAX + 1024];
+        setup_spec_value(swarm, key, theirs, sizeof theirs);
+        setup_spec_value(&mine, key, ours, sizeof ours);
+        snprintf(msg, sizeof msg,
+                 "%s: %s: the swarm's run spec fixes %s but this node's configuration gives %s "
+                 "(a joiner adopts the swarm-wide values: remove the key or match it)",
+                 cfg->file, ckey ? ckey : key, theirs, ours);
+        swd_log(SWD_LOG_ERROR, msg, "key=%s", key);
+        return SWD_EXIT_USAGE;
+    }
+    *rs = *swarm;
+    return SWD_EXIT_OK;
+}
+
 /* Feeds the trainer the own updates its scale policy needs after a restart. */
 static int setup_resume(swd_setup *s)
 {
@@ -267,7 +317,7 @@ static int setup_resume(swd_setup *s)
     return SWD_EXIT_OK;
 }
 
-int swd_setup_open(const swd_config *cfg, swd_setup *s)
+int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_setup *s)
 {
     memset(s, 0, sizeof *s);
     s->ckpt_count = UINT64_MAX;
@@ -308,6 +358,10 @@ int swd_setup_open(const swd_config *cfg, swd_setup *s)
     /* 2. the run spec */
     sw_runspec rs;
     setup_runspec(cfg, base, &rs);
+    if (adopt) {
+        sw_runspec mine = rs;
+        if ((ex = setup_adopt(cfg, &mine, adopt, &rs)) != SWD_EXIT_OK) goto fail;
+    }
     char rs_path[SETUP_PATH_MAX];
     if (sw_path_join(rs_path, sizeof rs_path, cfg->state_dir, "runspec.json") != 0) {
         ex = setup_fail(SWD_EXIT_USAGE, "[node] state_dir: path too long", NULL, SW_ETOOBIG);
@@ -322,7 +376,7 @@ int swd_setup_open(const swd_config *cfg, swd_setup *s)
         swd_log(SWD_LOG_ERROR, msg, NULL);
         ex = SWD_EXIT_FAIL;
         goto fail;
-    } else if (rs.max_scale == 0) {
+    } else if (rs.max_scale == 0 && !adopt) {
         if ((ex = setup_calibrate(cfg, s, base, &rs)) != SWD_EXIT_OK) goto fail;
     }
     if ((rc = sw_runspec_validate(&rs, cfg->file, &d)) != 0) {

@@ -26,6 +26,7 @@
 #include "config.h"
 #include "dataset.h"
 #include "fixed.h"
+#include "runspec.h"
 #include "state.h"
 #include "tokenizer.h"
 #include "trainer.h"
@@ -56,8 +57,13 @@ typedef struct swd_setup {
     uint64_t next_update; /* the node's next own update number */
 } swd_setup;
 
-/* Returns an exit code: SWD_EXIT_OK, or _USAGE / _FAIL after logging why. */
-int swd_setup_open(const swd_config *cfg, swd_setup *out);
+/*
+ * Returns an exit code: SWD_EXIT_OK, or _USAGE / _FAIL after logging why.
+ * adopt (may be NULL): the run spec of the swarm this node joins (from a
+ * Welcome); the node adopts it and refuses when its base model or a
+ * swarm-wide value its configuration sets differs.
+ */
+int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_setup *out);
 /* Hands the objects over (the setup no longer frees them). */
 void swd_setup_release(swd_setup *s);
 void swd_setup_fini(swd_setup *s);

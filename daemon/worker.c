@@ -15,6 +15,12 @@ static double worker_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Publishes the report to the loop (with the mutex held). */
+static void worker_notify_locked(swd_worker *wk)
+{
+    uv_async_send(wk->notify);
+}
+
 int swd_worker_init(swd_worker *wk, const swd_worker_parts *parts, uv_async_t *notify)
 {
     memset(wk, 0, sizeof *wk);
@@ -37,14 +43,53 @@ int swd_worker_init(swd_worker *wk, const swd_worker_parts *parts, uv_async_t *n
     r->scale = sw_trainer_scale(wk->trainer);
     r->ckpt_count = wk->state->has_ckpt ? wk->state->ckpt_meta.ledger_count : UINT64_MAX;
     r->ckpt_time = worker_now();
+    wk->step_limit = UINT64_MAX;
+    int rc = sw_ledger_vv(wk->state->ledger, &wk->vv);
+    if (rc != 0) return rc;
+    wk->vv_gen = 1;
     return 0;
 }
 
-/* Publishes the report to the loop (with the mutex held). */
-static void worker_notify_locked(swd_worker *wk)
+/* Publishes the ledger's new version vector to the loop. */
+static int worker_refresh_vv(swd_worker *wk)
 {
-    uv_async_send(wk->notify);
+    sw_vv vv = {0};
+    int rc = sw_ledger_vv(wk->state->ledger, &vv);
+    if (rc != 0) return rc;
+    pthread_mutex_lock(&wk->mu);
+    sw_vv_fini(&wk->vv);
+    wk->vv = vv;
+    wk->vv_gen++;
+    pthread_mutex_unlock(&wk->mu);
+    return 0;
 }
+
+/* Digest of the weights, tagged with the ledger's version vector: both are
+ * the worker's, so they always describe the same update set. */
+static int worker_digest(swd_worker *wk)
+{
+    uint8_t dg[SW_FIXED_DIGEST_BYTES];
+    sw_vv vv = {0};
+    int rc = sw_ledger_vv(wk->state->ledger, &vv);
+    if (rc != 0) return rc;
+    uint64_t gen_now;
+    pthread_mutex_lock(&wk->mu);
+    gen_now = wk->vv_gen;
+    pthread_mutex_unlock(&wk->mu);
+    sw_fixed_digest(wk->w, dg);
+    pthread_mutex_lock(&wk->mu);
+    sw_vv_fini(&wk->digest_vv);
+    wk->digest_vv = vv;
+    memcpy(wk->digest, dg, sizeof dg);
+    wk->digest_count = sw_ledger_count(wk->state->ledger);
+    wk->digest_gen++;
+    worker_notify_locked(wk);
+    pthread_mutex_unlock(&wk->mu);
+    wk->digest_of_gen = gen_now;
+    wk->digest_time = worker_now();
+    return 0;
+}
+
 
 static void worker_fail(swd_worker *wk, int rc, const sw_diag *d, const char *what)
 {
@@ -92,12 +137,33 @@ static int worker_checkpoint(swd_worker *wk, const char *why)
 static int worker_apply_received(swd_worker *wk, sw_update *u, size_t n)
 {
     size_t k = 0;
+    uint64_t dups = 0;
     for (size_t i = 0; i < n; i++) {
-        if (sw_ledger_has(wk->state->ledger, u[i].origin, u[i].step)) continue;
+        if (sw_ledger_has(wk->state->ledger, u[i].origin, u[i].step)) {
+            sw_update held;
+            sw_diag gd = {{0}};
+            dups++;
+            if (sw_ledger_get(wk->state->ledger, u[i].origin, u[i].step, &held, NULL, &gd) == 0 &&
+                (held.q != u[i].q ||
+                 memcmp(&held.scale, &u[i].scale, sizeof held.scale) != 0)) {
+                pthread_mutex_lock(&wk->mu);
+                if (wk->rep.n_equiv < SWD_WORKER_EQUIV_MAX)
+                    wk->rep.equiv[wk->rep.n_equiv++] = (swd_worker_equivocation){held, u[i]};
+                pthread_mutex_unlock(&wk->mu);
+            }
+            continue;
+        }
         bool dup = false;
         for (size_t j = 0; j < k && !dup; j++)
             dup = u[j].step == u[i].step && memcmp(u[j].origin, u[i].origin, SW_ID_BYTES) == 0;
         if (!dup) u[k++] = u[i];
+        else dups++;
+    }
+    if (dups) {
+        pthread_mutex_lock(&wk->mu);
+        wk->rep.duplicates += dups;
+        worker_notify_locked(wk);
+        pthread_mutex_unlock(&wk->mu);
     }
     if (k == 0) return 0;
     sw_diag d = {{0}};
@@ -107,6 +173,11 @@ static int worker_apply_received(swd_worker *wk, sw_update *u, size_t n)
         return rc;
     }
     sw_fixed_apply(wk->w, &wk->state->train, wk->state->trainable, u, k, wk->threads);
+    rc = worker_refresh_vv(wk);
+    if (rc != 0) {
+        worker_fail(wk, rc, NULL, "version vector");
+        return rc;
+    }
     pthread_mutex_lock(&wk->mu);
     wk->rep.received += k;
     wk->rep.ledger_count = sw_ledger_count(wk->state->ledger);
@@ -138,6 +209,11 @@ static int worker_step(swd_worker *wk)
         return rc;
     }
     sw_fixed_apply(wk->w, &wk->state->train, wk->state->trainable, u, (size_t)res->n, wk->threads);
+    rc = worker_refresh_vv(wk);
+    if (rc != 0) {
+        worker_fail(wk, rc, NULL, "version vector");
+        return rc;
+    }
     if (swd_log_enabled(SWD_LOG_DEBUG))
         swd_log(SWD_LOG_DEBUG, "step", "step=%" PRIu64 " loss=%.6f q=%d scale=%.6g seconds=%.3f",
                 res->step, res->loss, (int)u[0].q, (double)res->scale, res->seconds);
@@ -146,6 +222,21 @@ static int worker_step(swd_worker *wk)
                 "step=%" PRIu64 " directions=%" PRIu64, res->step, nonfinite);
 
     pthread_mutex_lock(&wk->mu);
+    if (wk->n_own + (size_t)res->n > wk->own_cap) {
+        size_t cap = wk->own_cap ? wk->own_cap * 2 : 256;
+        while (cap < wk->n_own + (size_t)res->n)
+            cap *= 2;
+        sw_update *p = realloc(wk->own, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&wk->mu);
+            worker_fail(wk, SW_ENOMEM, NULL, "own updates");
+            return SW_ENOMEM;
+        }
+        wk->own = p;
+        wk->own_cap = cap;
+    }
+    memcpy(wk->own + wk->n_own, u, (size_t)res->n * sizeof *u);
+    wk->n_own += (size_t)res->n;
     swd_worker_report *r = &wk->rep;
     r->next_step = sw_trainer_next_step(wk->trainer);
     r->ledger_count = sw_ledger_count(wk->state->ledger);
@@ -174,9 +265,16 @@ static void worker_main(void *arg)
     bool done_reported = false;
     for (;;) {
         pthread_mutex_lock(&wk->mu);
-        while (!wk->stop && !wk->ckpt_request && wk->n_inbox == 0 && done_reported)
+        for (;;) {
+            bool can_step = !worker_finished(wk) && sw_trainer_next_step(wk->trainer) < wk->step_limit;
+            bool want_digest = wk->digest_of_gen != wk->vv_gen;
+            if (wk->stop || wk->ckpt_request || wk->n_inbox || can_step || want_digest ||
+                (worker_finished(wk) && !done_reported))
+                break;
             pthread_cond_wait(&wk->cv, &wk->mu);
+        }
         bool stop = wk->stop, ckpt = wk->ckpt_request;
+        bool limited = sw_trainer_next_step(wk->trainer) >= wk->step_limit;
         wk->ckpt_request = false;
         /* Swap the inbox out so the loop can keep filling it meanwhile. */
         sw_update *in = wk->inbox;
@@ -193,8 +291,19 @@ static void worker_main(void *arg)
         if (ckpt && sw_ledger_count(wk->state->ledger) != wk->rep.ckpt_count &&
             worker_checkpoint(wk, "interval") != 0)
             goto out;
+        /* The digest: when idle, as soon as the ledger moved; while
+         * training, at most every SWD_WORKER_DIGEST_PERIOD_S. */
+        bool idle = n_in == 0 && (worker_finished(wk) || limited);
+        if (wk->digest_of_gen != wk->vv_gen &&
+            (idle || worker_now() - wk->digest_time >= SWD_WORKER_DIGEST_PERIOD_S)) {
+            int drc = worker_digest(wk);
+            if (drc != 0) {
+                worker_fail(wk, drc, NULL, "digest");
+                goto out;
+            }
+        }
         if (!worker_finished(wk)) {
-            if (worker_step(wk) != 0) goto out;
+            if (!limited && worker_step(wk) != 0) goto out;
         } else if (!done_reported) {
             if (sw_ledger_count(wk->state->ledger) != wk->rep.ckpt_count &&
                 worker_checkpoint(wk, "done") != 0)
@@ -267,6 +376,63 @@ out:
     return rc;
 }
 
+void swd_worker_set_step_limit(swd_worker *wk, uint64_t limit)
+{
+    pthread_mutex_lock(&wk->mu);
+    if (limit != wk->step_limit) {
+        wk->step_limit = limit;
+        pthread_cond_signal(&wk->cv);
+    }
+    pthread_mutex_unlock(&wk->mu);
+}
+
+void swd_worker_take_own(swd_worker *wk, sw_update **out, size_t *n)
+{
+    pthread_mutex_lock(&wk->mu);
+    *out = wk->own;
+    *n = wk->n_own;
+    wk->own = NULL;
+    wk->n_own = wk->own_cap = 0;
+    pthread_mutex_unlock(&wk->mu);
+}
+
+bool swd_worker_copy_vv(swd_worker *wk, uint64_t *gen, sw_vv *dst)
+{
+    bool changed = false;
+    pthread_mutex_lock(&wk->mu);
+    if (wk->vv_gen != *gen) {
+        sw_vv tmp = {0};
+        if (sw_vv_copy(&wk->vv, &tmp) == 0) {
+            sw_vv_fini(dst);
+            *dst = tmp;
+            *gen = wk->vv_gen;
+            changed = true;
+        }
+    }
+    pthread_mutex_unlock(&wk->mu);
+    return changed;
+}
+
+bool swd_worker_copy_digest(swd_worker *wk, uint64_t *gen, uint8_t digest[SW_FIXED_DIGEST_BYTES],
+                            uint64_t *count, sw_vv *vv)
+{
+    bool changed = false;
+    pthread_mutex_lock(&wk->mu);
+    if (wk->digest_gen != *gen) {
+        sw_vv tmp = {0};
+        if (sw_vv_copy(&wk->digest_vv, &tmp) == 0) {
+            sw_vv_fini(vv);
+            *vv = tmp;
+            memcpy(digest, wk->digest, SW_FIXED_DIGEST_BYTES);
+            *count = wk->digest_count;
+            *gen = wk->digest_gen;
+            changed = true;
+        }
+    }
+    pthread_mutex_unlock(&wk->mu);
+    return changed;
+}
+
 void swd_worker_drain(swd_worker *wk, swd_worker_report *out)
 {
     pthread_mutex_lock(&wk->mu);
@@ -276,6 +442,8 @@ void swd_worker_drain(swd_worker *wk, swd_worker_report *out)
     r->loss_sum = 0;
     r->nonfinite = 0;
     r->received = 0;
+    r->duplicates = 0;
+    r->n_equiv = 0;
     r->done = false;
     /* exited and error stay set: they are states, not events */
     pthread_mutex_unlock(&wk->mu);
@@ -298,6 +466,9 @@ void swd_worker_fini(swd_worker *wk)
     sw_state_close(wk->state);
     free(wk->inbox);
     free(wk->batch);
+    free(wk->own);
+    sw_vv_fini(&wk->vv);
+    sw_vv_fini(&wk->digest_vv);
     pthread_mutex_destroy(&wk->mu);
     pthread_cond_destroy(&wk->cv);
     memset(wk, 0, sizeof *wk);

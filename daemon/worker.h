@@ -41,6 +41,16 @@
 
 /* The inbox refuses updates beyond this many pending (the caller retries later). */
 #define SWD_WORKER_INBOX_MAX (1u << 20)
+/* While training, the weights' digest is recomputed at most this often (it
+ * costs one pass over the weights); when idle, as soon as the ledger moved. */
+#define SWD_WORKER_DIGEST_PERIOD_S 5.0
+/* Equivocations reported per drain (more wait for the next one). */
+#define SWD_WORKER_EQUIV_MAX 8
+
+/* A received update that contradicts the one the ledger holds for its step. */
+typedef struct swd_worker_equivocation {
+    sw_update held, got;
+} swd_worker_equivocation;
 
 /* What the worker reports; swd_worker_drain hands over and resets the deltas. */
 typedef struct swd_worker_report {
@@ -56,6 +66,9 @@ typedef struct swd_worker_report {
     double loss_sum;    /* sum of their losses */
     uint64_t nonfinite; /* directions whose loss was not finite (q = 0) */
     uint64_t received;  /* inbox updates ledgered and applied */
+    uint64_t duplicates; /* inbox updates already held */
+    size_t n_equiv;
+    swd_worker_equivocation equiv[SWD_WORKER_EQUIV_MAX];
     /* events */
     bool done;   /* next_step reached max_steps and a checkpoint holds it */
     bool exited; /* the thread has finished: join it */
@@ -86,6 +99,21 @@ typedef struct swd_worker {
     size_t n_inbox, inbox_cap;
     swd_worker_report rep;
 
+    /* the ledger's version vector (vv_gen counts changes) and the digest of
+     * the weights with the version vector it belongs to (digest_gen) */
+    sw_vv vv;
+    uint64_t vv_gen;
+    sw_vv digest_vv;
+    uint8_t digest[SW_FIXED_DIGEST_BYTES];
+    uint64_t digest_gen;      /* 0: none yet */
+    uint64_t digest_count;    /* ledger updates the digest covers */
+    uint64_t digest_of_gen;   /* vv_gen the digest was computed at (worker only) */
+    double digest_time;       /* worker only */
+    /* own updates made since the loop last took them (to publish) */
+    sw_update *own;
+    size_t n_own, own_cap;
+    uint64_t step_limit; /* pacing: train only steps < step_limit */
+
     uv_async_t *notify; /* the loop's handle; uv_async_send is thread-safe */
     uv_thread_t thread;
     bool started;
@@ -113,6 +141,21 @@ void swd_worker_request_checkpoint(swd_worker *wk);
 /* Queues updates (already checked with sw_update_check) to ledger and apply;
  * SW_ETOOBIG when the inbox is full, SW_ENOMEM. */
 int swd_worker_push_updates(swd_worker *wk, const sw_update *u, size_t n);
+
+/* Pacing: the worker starts only training steps < limit (UINT64_MAX: no limit). */
+void swd_worker_set_step_limit(swd_worker *wk, uint64_t limit);
+
+/* Hands over the own updates made since the last call (*out malloc'd or NULL). */
+void swd_worker_take_own(swd_worker *wk, sw_update **out, size_t *n);
+
+/* Copies the version vector when its generation differs from *gen (then
+ * updates *gen and returns true; dst is finied first). */
+bool swd_worker_copy_vv(swd_worker *wk, uint64_t *gen, sw_vv *dst);
+
+/* Copies the latest digest and its version vector when digest_gen differs
+ * from *gen (returns true). */
+bool swd_worker_copy_digest(swd_worker *wk, uint64_t *gen, uint8_t digest[SW_FIXED_DIGEST_BYTES],
+                            uint64_t *count, sw_vv *vv);
 
 /* Copies the report into *out and resets its deltas and events. */
 void swd_worker_drain(swd_worker *wk, swd_worker_report *out);

@@ -111,6 +111,9 @@ def default_config(state_dir, **train):
         "node": {
             "state_dir": state_dir,
             "progress_ms": 1000,
+            # port 0: the kernel picks, so tests running side by side never clash
+            "listen": "tcp://127.0.0.1:0",
+            "sync": "tcp://127.0.0.1:0",
         },
         "model": {"path": FIXTURE_MODEL},
         "data": {"train": os.path.join(DATA, "topic-train.jsonl")},
@@ -292,3 +295,86 @@ def ledger_dump(state_dir):
 def copy_state(src, dst):
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 right now (the kernel's pick)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def swarm_config(state_dir, bootstrap="", data=None, **train):
+    """default_config plus the [node] keys of a loopback swarm member."""
+    cfg = default_config(state_dir, **train)
+    pub, sync = free_port(), free_port()
+    cfg["node"].update({
+        "listen": f"tcp://127.0.0.1:{pub}",
+        "sync": f"tcp://127.0.0.1:{sync}",
+        "bootstrap": bootstrap,
+        "heartbeat_ms": 200,
+        "batch_max_ms": 300,
+    })
+    if data:
+        cfg["data"]["train"] = data
+    return cfg
+
+
+def sync_addr(cfg):
+    return cfg["node"]["sync"]
+
+
+def status(state_dir, timeout=10):
+    """`swarmctl status --json` of the node in state_dir, or None."""
+    try:
+        rc, out, _ = swarmctl("status", "--json", "--state-dir", state_dir, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    if rc != 0:
+        return None
+    try:
+        return json.loads(out)
+    except ValueError:
+        return None
+
+
+def shard(src, n, out_dir):
+    """Splits a JSONL file into n shards (record i to shard i % n)."""
+    with open(src) as f:
+        lines = [l for l in f if l.strip()]
+    paths = []
+    for k in range(n):
+        p = os.path.join(out_dir, f"shard{k}.jsonl")
+        with open(p, "w") as f:
+            f.writelines(lines[k::n])
+        paths.append(p)
+    return paths
+
+
+def wait_until(pred, timeout, every=0.25):
+    """Polls pred() until it returns a truthy value (returned) or timeout (None)."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    return None
+
+
+def converged(state_dirs):
+    """The status of every node when all report one version vector and one
+    digest for it, else None."""
+    sts = [status(d) for d in state_dirs]
+    if any(s is None for s in sts):
+        return None
+    vvs = [s["model"]["version_vector"] for s in sts]
+    if any(v != vvs[0] for v in vvs):
+        return None
+    if any(s["model"]["digest_version_vector"] != vvs[0] for s in sts):
+        return None
+    # no update held beyond the contiguous prefixes (they are not in the vv)
+    if any(s["ledger"]["updates"] != sum(vvs[0].values()) for s in sts):
+        return None
+    return sts

@@ -385,7 +385,7 @@ def test_idle_when_done(tmp):
     cfg = base_config(st, max_steps=3, max_scale="0.05")
     cfgpath = write_config(os.path.join(tmp, "idle.ini"), cfg)
     d = Daemon(cfgpath, os.path.join(tmp, "idle.log"), until_done=False)
-    m = d.wait_for(r'msg="training done; idle until signalled" step=3', 40)
+    m = d.wait_for(r'msg="training done; syncing and serving until signalled" step=3', 40)
     check(m is not None, "without --until-done: done at max_steps, logged", d.text())
     time.sleep(0.5)
     check(d.proc.poll() is None, "the node stays up when done")
