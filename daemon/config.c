@@ -25,6 +25,7 @@ const char *const swd_log_level_names[] = {"debug", "info", "warn", "error", NUL
 /* In the order of sw_schedule and sw_perturb (update.h). */
 const char *const swd_schedule_names[] = {"constant", "linear", "cosine", NULL};
 const char *const swd_perturb_names[] = {"rademacher", "gaussian", NULL};
+const char *const swd_catch_up_names[] = {"auto", "replay", "snapshot", NULL};
 
 #define F(field) offsetof(swd_config, field)
 
@@ -185,6 +186,15 @@ const swd_cfg_key swd_config_keys[] = {
      .imin = 0,
      .imax = 3600000,
      .doc = "... or when its oldest update is this many milliseconds old"},
+    {.section = "node",
+     .name = "catch_up",
+     .type = SWD_CFG_ENUM,
+     .offset = F(catch_up),
+     .def = "auto",
+     .enum_values = swd_catch_up_names,
+     .doc = "how a joiner with a new state directory catches up: `replay` every update onto the "
+            "base model, download a `snapshot` and replay the rest, or `auto`: whichever is "
+            "estimated cheaper (docs/swarmd.md)"},
     {.section = "node",
      .name = "test_drop_permille",
      .type = SWD_CFG_INT,

@@ -58,6 +58,7 @@ typedef struct swd_config {
     int64_t lag_timeout_ms;
     int64_t batch_max_steps;
     int64_t batch_max_ms;
+    int catch_up; /* SWD_CATCHUP_* (catchup.h) */
     int64_t test_drop_permille; /* fault injection: drop this share of received messages */
 
     /* [model] */
@@ -160,5 +161,6 @@ const char *swd_config_value_text(const swd_config *cfg, const swd_cfg_key *k, c
 extern const char *const swd_log_level_names[];
 extern const char *const swd_schedule_names[];
 extern const char *const swd_perturb_names[];
+extern const char *const swd_catch_up_names[];
 
 #endif

@@ -12,6 +12,7 @@
 
 #include <uv.h>
 
+#include "catchup.h"
 #include "fileio.h"
 #include "gpt2.h"
 #include "log.h"
@@ -261,13 +262,14 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
     swd_msg welcome;
     memset(&welcome, 0, sizeof welcome);
     sw_runspec swarm_rs;
-    bool have_welcome = false;
+    bool have_welcome = false, existing = false;
+    char member[SWD_WIRE_MAX_ADDR + 1] = "";
     if (cfg->bootstrap && cfg->bootstrap[0]) {
         char rs_path[SW_STATE_PATH_MAX];
         struct stat sb;
-        bool existing = sw_path_join(rs_path, sizeof rs_path, cfg->state_dir, "runspec.json") == 0 &&
-                        stat(rs_path, &sb) == 0;
-        int hx = swd_swarm_hello(cfg, &welcome, &swarm_rs);
+        existing = sw_path_join(rs_path, sizeof rs_path, cfg->state_dir, "runspec.json") == 0 &&
+                   stat(rs_path, &sb) == 0;
+        int hx = swd_swarm_hello(cfg, &welcome, &swarm_rs, member, sizeof member);
         if (hx == SWD_EXIT_OK)
             have_welcome = true;
         else if (!existing)
@@ -278,8 +280,22 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
                     NULL);
     }
 
+    /* A new joiner catches up by replay or by snapshot, whichever is cheaper. */
+    swd_snapshot snap;
+    memset(&snap, 0, sizeof snap);
+    if (have_welcome && !existing) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int threads = cfg->threads > 0 ? (int)cfg->threads : (ncpu > 0 ? (int)ncpu : 1);
+        swd_catchup_plan plan;
+        swd_catchup_plan_for(&welcome.u.welcome, &swarm_rs, threads, cfg->catch_up, &plan);
+        if (plan.snapshot &&
+            swd_catchup_snapshot(member, &swarm_rs, &welcome.u.welcome, cfg->state_dir, &snap) != 0)
+            swd_log(SWD_LOG_WARN, "snapshot catch-up failed: catching up by replay", NULL);
+    }
+
     swd_setup s;
-    int ex = swd_setup_open(cfg, have_welcome ? &swarm_rs : NULL, &s);
+    int ex = swd_setup_open(cfg, have_welcome ? &swarm_rs : NULL, &snap, &s);
+    swd_snapshot_fini(&snap);
     if (ex != SWD_EXIT_OK) {
         swd_msg_fini(&welcome);
         return ex;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "catchup.h"
 #include "fileio.h"
 #include "gpt2.h"
 #include "ledger.h"
@@ -317,7 +318,33 @@ static int setup_resume(swd_setup *s)
     return SWD_EXIT_OK;
 }
 
-int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_setup *s)
+/* Installs a downloaded snapshot into a new state directory: ledger first
+ * (written ahead), then the checkpoint that holds exactly those updates. */
+static int setup_install_snapshot(swd_setup *s, swd_snapshot *snap)
+{
+    sw_diag d = {{0}};
+    sw_state *st = s->state;
+    if (sw_ledger_count(st->ledger) != 0) {
+        swd_log(SWD_LOG_WARN, "state directory already holds updates: snapshot not used", NULL);
+        return SWD_EXIT_OK;
+    }
+    for (size_t i = 0; i < snap->n; i++) {
+        int rc = sw_update_check(&st->train, &snap->updates[i], &d);
+        if (rc != 0) return setup_fail(SWD_EXIT_FAIL, "snapshot update", &d, rc);
+    }
+    int rc = sw_ledger_append(st->ledger, snap->updates, snap->n, &d);
+    if (rc != 0) return setup_fail(SWD_EXIT_FAIL, "snapshot ledger", &d, rc);
+    if ((rc = sw_state_checkpoint(st, snap->w, NULL, &d)) != 0)
+        return setup_fail(SWD_EXIT_FAIL, "snapshot checkpoint", &d, rc);
+    s->w = snap->w;
+    snap->w = NULL;
+    s->ckpt_count = snap->n;
+    s->replayed = 0;
+    return SWD_EXIT_OK;
+}
+
+int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_snapshot *snap,
+                   swd_setup *s)
 {
     memset(s, 0, sizeof *s);
     s->ckpt_count = UINT64_MAX;
@@ -394,6 +421,13 @@ int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_setup *s)
         ex = setup_fail(rc == SW_EMISMATCH ? SWD_EXIT_USAGE : SWD_EXIT_FAIL, "state", &d, rc);
         goto fail;
     }
+    if (snap && snap->w) {
+        if ((ex = setup_install_snapshot(s, snap)) != SWD_EXIT_OK) goto fail;
+        if (s->w) {
+            sw_gpt2_free(base);
+            base = NULL;
+        }
+    }
     if (s->state->has_ckpt) s->ckpt_count = s->state->ckpt_meta.ledger_count;
     uint64_t count = sw_ledger_count(s->state->ledger);
     s->replayed = s->state->has_ckpt ? count - s->ckpt_count : count;
@@ -404,7 +438,7 @@ int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_setup *s)
         sw_gpt2_free(base);
         base = NULL;
     }
-    rc = sw_state_rebuild_from(s->state, base, s->threads, &s->w, &d);
+    rc = s->w ? 0 : sw_state_rebuild_from(s->state, base, s->threads, &s->w, &d);
     sw_gpt2_free(base);
     base = NULL;
     if (rc != 0) {

@@ -61,9 +61,15 @@ typedef struct swd_setup {
  * Returns an exit code: SWD_EXIT_OK, or _USAGE / _FAIL after logging why.
  * adopt (may be NULL): the run spec of the swarm this node joins (from a
  * Welcome); the node adopts it and refuses when its base model or a
- * swarm-wide value its configuration sets differs.
+ * swarm-wide value its configuration sets differs.  snap (may be NULL): a
+ * downloaded snapshot (catchup.h) for a new state directory: its updates
+ * are written to the ledger, its weights become the first checkpoint and
+ * the current weights (setup takes snap->w); ignored, with a warning, when
+ * the ledger already holds updates.
  */
-int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_setup *out);
+struct swd_snapshot;
+int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, struct swd_snapshot *snap,
+                   swd_setup *out);
 /* Hands the objects over (the setup no longer frees them). */
 void swd_setup_release(swd_setup *s);
 void swd_setup_fini(swd_setup *s);

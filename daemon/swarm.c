@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -707,6 +709,75 @@ static void swarm_serve_get_updates(swd_swarm *s, uint64_t id, const swd_get_upd
     free(buf);
 }
 
+/* The newest checkpoint is the snapshot a member offers; its file is
+ * immutable once renamed into place (a newer one may replace it). */
+static int swarm_snapshot_path(const swd_swarm *s, uint64_t count, char *path, size_t size)
+{
+    char name[64];
+    snprintf(name, sizeof name, "checkpoints/ckpt-%020" PRIu64 ".swck", count);
+    return sw_path_join(path, size, s->state_dir, name);
+}
+
+static uint64_t swarm_snapshot_bytes(const swd_swarm *s, uint64_t count)
+{
+    char path[SW_STATE_PATH_MAX];
+    struct stat sb;
+    if (swarm_snapshot_path(s, count, path, sizeof path) != 0 || stat(path, &sb) != 0) return 0;
+    return (uint64_t)sb.st_size;
+}
+
+static void swarm_serve_snapshot(swd_swarm *s, uint64_t id, const swd_get_snapshot *g)
+{
+    char path[SW_STATE_PATH_MAX];
+    int fd = -1;
+    struct stat sb;
+    if (g->snapshot_updates == 0 ||
+        swarm_snapshot_path(s, g->snapshot_updates, path, sizeof path) != 0 ||
+        (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
+        if (fd >= 0) close(fd);
+        swarm_reply_error(s, id, SWD_CTX_RUN, SWD_ERR_NOT_FOUND,
+                          "no such snapshot (a newer checkpoint replaced it): hello again");
+        return;
+    }
+    uint64_t total = (uint64_t)sb.st_size;
+    uint64_t n_chunks = (total + SWD_WIRE_MAX_CHUNK - 1) / SWD_WIRE_MAX_CHUNK;
+    if (n_chunks == 0) n_chunks = 1;
+    if (g->chunk >= n_chunks || n_chunks > UINT32_MAX) {
+        close(fd);
+        swarm_reply_error(s, id, SWD_CTX_RUN, SWD_ERR_BAD_REQUEST, "no such chunk");
+        return;
+    }
+    uint64_t off = (uint64_t)g->chunk * SWD_WIRE_MAX_CHUNK;
+    size_t len = (size_t)(total - off < SWD_WIRE_MAX_CHUNK ? total - off : SWD_WIRE_MAX_CHUNK);
+    uint8_t *data = malloc(len ? len : 1);
+    ssize_t got = data ? pread(fd, data, len, (off_t)off) : -1;
+    close(fd);
+    if (got != (ssize_t)len) {
+        free(data);
+        swarm_reply_error(s, id, SWD_CTX_RUN, SWD_ERR_BUSY, "cannot read the snapshot");
+        return;
+    }
+    swd_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = SWD_MSG_SNAPSHOT_CHUNK;
+    m.u.snapshot_chunk.snapshot_updates = g->snapshot_updates;
+    m.u.snapshot_chunk.chunk = g->chunk;
+    m.u.snapshot_chunk.n_chunks = (uint32_t)n_chunks;
+    m.u.snapshot_chunk.total_bytes = total;
+    m.u.snapshot_chunk.len = len;
+    m.u.snapshot_chunk.data = data;
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    int rc = swd_wire_seal(&m, s->run_id, s->self, s->sk, &buf, &blen);
+    free(data);
+    if (rc != 0) {
+        swarm_reply_error(s, id, SWD_CTX_RUN, SWD_ERR_BUSY, "cannot seal the chunk");
+        return;
+    }
+    swd_net_reply(s->net, id, buf, blen);
+    free(buf);
+}
+
 static void swarm_serve_hello(swd_swarm *s, uint64_t id, const swd_msg *req)
 {
     (void)req;
@@ -725,6 +796,10 @@ static void swarm_serve_hello(swd_swarm *s, uint64_t id, const swd_msg *req)
         return;
     }
     w->ledger_updates = s->last.ledger_count;
+    if (s->last.ckpt_count != UINT64_MAX && s->last.ckpt_count > 0) {
+        w->snapshot_bytes = swarm_snapshot_bytes(s, s->last.ckpt_count);
+        if (w->snapshot_bytes) w->snapshot_updates = s->last.ckpt_count;
+    }
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = swd_wire_seal(&m, s->run_id, s->self, s->sk, &buf, &len);
@@ -776,8 +851,7 @@ static void swarm_on_sync_req(swd_swarm *s, swd_net_event *ev)
         swarm_serve_get_updates(s, ev->id, &m.u.get_updates);
         break;
     case SWD_MSG_GET_SNAPSHOT:
-        swarm_reply_error(s, ev->id, SWD_CTX_RUN, SWD_ERR_NOT_FOUND,
-                          "this node serves no snapshots yet: catch up by replay");
+        swarm_serve_snapshot(s, ev->id, &m.u.get_snapshot);
         break;
     default:
         swarm_drop(s, SWD_DROP_UNEXPECTED, m.sender);
@@ -1214,7 +1288,8 @@ void swd_swarm_leave(swd_swarm *s)
 
 /* ------------------------------------------------------------ join handshake */
 
-int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs)
+int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs, char *addr,
+                    size_t addr_size)
 {
     memset(welcome, 0, sizeof *welcome);
     unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
@@ -1270,6 +1345,7 @@ int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs)
         swd_log(SWD_LOG_INFO, "welcomed by a swarm member",
                 "addr=%s run_id=%s members=%zu ledger_updates=%" PRIu64, tok, hex,
                 welcome->u.welcome.n_members, welcome->u.welcome.ledger_updates);
+        snprintf(addr, addr_size, "%s", tok);
         ex = SWD_EXIT_OK;
         break;
     }

@@ -67,10 +67,12 @@ typedef struct swd_swarm_params {
  * The join handshake at startup, before the state is opened: a Hello
  * (signed with a throwaway key: admission is open) to each bootstrap
  * address in turn until one answers.  On SWD_EXIT_OK *welcome holds the
- * reply (swd_msg_fini it) and *rs its parsed run spec.  SWD_EXIT_FAIL when
+ * reply (swd_msg_fini it), *rs its parsed run spec and addr the member's
+ * sync address that answered.  SWD_EXIT_FAIL when
  * nobody answered (logged), SWD_EXIT_USAGE for a bad bootstrap value.
  */
-int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs);
+int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs, char *addr,
+                    size_t addr_size);
 
 /* Opens the sockets and the archive; logs and returns an exit code. */
 int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out);

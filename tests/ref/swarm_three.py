@@ -7,7 +7,8 @@ When every node reports the same version vector, the test checks that:
   - each ledger holds every origin's updates, max_steps of each;
   - their F32 exports are byte-identical.
 Then a fourth node joins after the others are done and catches up by
-replaying the ledger it fetches, ending identical; and a joiner whose
+downloading a snapshot (the founder's newest checkpoint, digest-checked, and
+the origin-signed updates it holds) and replaying the rest, ending identical; and a joiner whose
 configuration sets a different learning rate is refused with exit code 2
 and a message naming the key.
 """
@@ -72,7 +73,9 @@ def main():
                             seed=9)
     for k in ("max_steps", "lr", "eps"):
         cfg_d["train"].pop(k)
-    # it trains too; the others are done and keep serving
+    # it catches up from a snapshot (the founder's newest checkpoint) plus the
+    # rest by replay; it trains too; the others are done and keep serving
+    cfg_d["node"]["catch_up"] = "snapshot"
     late = nu.Node(os.path.join(root, "d"), cfg_d)
     late.start(until_done=False)
     nodes.append(late)
@@ -83,6 +86,8 @@ def main():
              late.log_text(30)):
         check(len({s["model"]["digest"] for s in sts}) == 1, "the four digests agree")
         check(len(sts[0]["model"]["version_vector"]) == 4, "four origins in the version vector")
+    check("snapshot: downloaded and verified" in late.log_text(),
+          "the late joiner caught up from a verified snapshot", late.log_text(20))
 
     # a joiner with a different learning rate is refused
     cfg_bad = nu.swarm_config(os.path.join(root, "e", "state"), bootstrap=boot, data=shards[0],

@@ -1,0 +1,416 @@
+"""Three swarmd nodes on loopback under faults: a crash, message loss, a leave.
+
+1. Kill: three nodes train on their own shards; one joiner is SIGKILLed mid-run.
+   The two others keep training (their steps grow after the kill), see it
+   suspect and then dead, dead no earlier than about dead_after heartbeats of
+   silence and no later than twice that after the kill.  Restarted with the
+   same config and state dir, it resumes at its own next step (the others never
+   hold more of its updates than its ledger does, so no step is reused), catches
+   up, and all three end with one version vector holding max_steps of every
+   origin, equal digests, byte-identical F32 exports, no duplicate (origin,
+   step) in any ledger and no ban.
+2. Loss: three nodes each drop 30% of the published messages they receive
+   (test_drop_permille); they still train to max_steps and converge.  Drops
+   happened on every node, and each received every update of the other
+   origins exactly once (net.updates_in), anti-entropy fetching what the drops
+   lost.
+3. Graceful leave: SIGTERM one node mid-run: it exits 0; the others see it
+   "left" (never suspect or dead) within 1 s of its exit and still "left"
+   after dead_after heartbeats; they hold every update it made (its own count
+   in their version vectors) and finish, converged, without it.
+
+Timings (kill to suspect/dead, SIGTERM to left) are printed.  Every wait is
+bounded; every daemon is killed at exit (nodeutil).
+"""
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import nodeutil as nu  # noqa: E402
+from nodeutil import check  # noqa: E402
+
+HEARTBEAT_MS = 200
+SUSPECT_AFTER = 3
+DEAD_AFTER = 10
+BATCH_SIZE = 4
+KILL_STEPS = 150  # about 15 s of training for three nodes on a loaded 2-core machine
+LOSS_STEPS = 80
+LEAVE_STEPS = 60
+
+
+def swarm(root, tag, max_steps, **node_keys):
+    """A founder and two joiners on their own shards of the topic data,
+    started and answering status; [node] keys added from node_keys."""
+    d = os.path.join(root, tag)
+    os.makedirs(d)
+    shards = nu.shard(os.path.join(nu.DATA, "topic-train.jsonl"), 3, d)
+    nodes = []
+    boot = ""
+    for i, name in enumerate("abc"):
+        sd = os.path.join(d, name, "state")
+        if i == 0:
+            cfg = nu.swarm_config(sd, data=shards[0], max_steps=max_steps, batch_size=BATCH_SIZE,
+                                  max_scale=1.0, seed=1)
+        else:
+            # joiners set only node-local keys: they adopt the run spec
+            cfg = nu.swarm_config(sd, bootstrap=boot, data=shards[i], batch_size=BATCH_SIZE,
+                                  seed=i + 1)
+            for k in ("max_steps", "lr", "eps"):
+                cfg["train"].pop(k)
+        cfg["node"].update({"heartbeat_ms": HEARTBEAT_MS, "suspect_after": SUSPECT_AFTER,
+                            "dead_after": DEAD_AFTER})
+        cfg["node"].update(node_keys)
+        n = nu.Node(os.path.join(d, name), cfg)
+        n.name = f"{tag}/{name}"
+        n.start(until_done=False)
+        nodes.append(n)
+        if i == 0:
+            boot = nu.sync_addr(cfg)
+            if not nu.wait_until(lambda: nu.status(n.state_dir) is not None, 60):
+                check(False, f"{tag}: founder answers swarmctl status", n.log_text(30))
+                return None
+    return nodes
+
+
+def statuses(nodes):
+    return [nu.status(n.state_dir) for n in nodes]
+
+
+def all_training_together(nodes, min_step):
+    """Statuses when every node trains at min_step or beyond and sees the
+    others alive, else None."""
+    sts = statuses(nodes)
+    if any(s is None for s in sts):
+        return None
+    for s in sts:
+        if s["node"]["state"] != "training" or s["node"]["step"] < min_step:
+            return None
+        if len([p for p in s["peers"] if p["state"] == "alive"]) != len(nodes) - 1:
+            return None
+    return sts
+
+
+def converged_done(nodes, timeout):
+    dirs = [n.state_dir for n in nodes]
+
+    def pred():
+        sts = nu.converged(dirs)
+        return sts if sts and all(s["node"]["state"] == "done" for s in sts) else None
+    return nu.wait_until(pred, timeout, every=0.5)
+
+
+def peer(st, pid):
+    return next((p for p in st["peers"] if p["id"] == pid), None)
+
+
+def stop_all(nodes, tag):
+    """SIGTERM every running node; each must exit 0."""
+    live = [n for n in nodes if n.proc and n.proc.poll() is None]
+    for n in live:
+        n.proc.terminate()
+    codes = [n.wait(30) for n in live]
+    check(all(c == 0 for c in codes), f"{tag}: {len(live)} nodes stop with exit 0 on SIGTERM",
+          "\n\n".join(f"{n.name}: exit {c}\n{n.log_text(8)}" for n, c in zip(live, codes)))
+
+
+def same_exports(nodes, tag):
+    hashes = []
+    for n in nodes:
+        out = nu.export(n.state_dir, os.path.join(n.root, "export"))
+        hashes.append(nu.model_bytes(out) if out else None)
+    check(len(set(hashes)) == 1 and hashes[0] is not None,
+          f"{tag}: the {len(nodes)} F32 exports are byte-identical", hashes)
+
+
+def check_ledgers(nodes, tag, want):
+    """Every ledger holds want[origin] updates of each origin, steps 0..n-1
+    once each (no duplicate (origin, step))."""
+    for n in nodes:
+        dump = nu.ledger_dump(n.state_dir)
+        if dump is None:
+            continue
+        ups = [r for r in dump if "summary" not in r]
+        seen = {}
+        dups = 0
+        for r in ups:
+            steps = seen.setdefault(r["origin"], set())
+            dups += r["step"] in steps
+            steps.add(r["step"])
+        got = {o: sorted(s) for o, s in seen.items()}
+        ok = dups == 0 and set(got) == set(want) and all(
+            got[o] == list(range(want[o])) for o in want)
+        check(ok, f"{tag}: {n.name} ledger: {len(ups)} updates, steps 0..n-1 of each origin "
+              f"once, no duplicate (origin, step)",
+              f"duplicates {dups}; counts {({o[:12]: len(s) for o, s in got.items()})}, "
+              f"want {({o[:12]: c for o, c in want.items()})}")
+
+
+def no_bans(sts, tag):
+    bad = [(s["node"]["id"][:12], p["id"][:12]) for s in sts for p in s["peers"] if p["banned"]]
+    eq = [s["net"]["dropped"].get("equivocation", 0) for s in sts]
+    check(not bad and not any(eq), f"{tag}: no peer banned, no equivocation dropped",
+          (bad, eq))
+
+
+def own_steps(state_dir, origin):
+    dump = nu.ledger_dump(state_dir)
+    if dump is None:
+        return None
+    return sorted(r["step"] for r in dump if "summary" not in r and r["origin"] == origin)
+
+
+# ------------------------------------------------------------ 1. kill
+
+
+def scenario_kill(root):
+    tag = "kill"
+    nodes = swarm(root, tag, KILL_STEPS)
+    if not nodes:
+        return
+    a, b, c = nodes
+    sts = nu.wait_until(lambda: all_training_together(nodes, 25), 60, every=0.2)
+    if not check(sts is not None, f"{tag}: three nodes train together (step >= 25, peers alive)",
+                 "\n\n".join(n.log_text(10) for n in nodes)):
+        return
+    bid = sts[1]["node"]["id"]
+    b.kill9()
+    t_kill = time.monotonic()
+    sts_kill = statuses([a, c])
+    b_steps = own_steps(b.state_dir, bid)
+    b_count = len(b_steps) if b_steps is not None else -1
+    check(b_steps == list(range(b_count)),
+          f"{tag}: killed at own step {b_count}: its ledger holds its steps 0..{b_count - 1}",
+          b_steps)
+    print(f"      killed b at step {b_count}; a at {sts_kill[0] and sts_kill[0]['node']['step']}, "
+          f"c at {sts_kill[1] and sts_kill[1]['node']['step']}")
+
+    # a and c: suspect, then dead; poll both every 0.1 s
+    dead_ms = DEAD_AFTER * HEARTBEAT_MS
+    first = {}  # (observer, state) -> seconds after the kill
+    order = {0: [], 1: []}
+    last = [None, None]
+    while time.monotonic() - t_kill < 2 * dead_ms / 1000 + 2:
+        for i, n in enumerate((a, c)):
+            st = nu.status(n.state_dir, timeout=2)
+            p = peer(st, bid) if st else None
+            if p is None:
+                continue
+            last[i] = st
+            if not order[i] or order[i][-1] != p["state"]:
+                order[i].append(p["state"])
+            first.setdefault((i, p["state"]), time.monotonic() - t_kill)
+        if all((i, "dead") in first for i in (0, 1)):
+            break
+        time.sleep(0.1)
+    for i, name in enumerate("ac"):
+        t_dead = first.get((i, "dead"))
+        t_sus = first.get((i, "suspect"))
+        ts = f"{t_sus:.2f} s" if t_sus is not None else "never"
+        td = f"{t_dead:.2f} s" if t_dead is not None else "never"
+        print(f"      {name} sees b: {' -> '.join(order[i])}; suspect after {ts}, dead after {td}")
+        check(t_dead is not None and t_dead <= 2 * dead_ms / 1000,
+              f"{tag}: {name} marks b dead within 2 x dead_after x heartbeat_ms "
+              f"({2 * dead_ms / 1000:.1f} s) of the kill ({td})", order[i])
+        # silence counts from b's last message, at most ~a heartbeat plus a batch before the kill
+        check(t_dead is None or t_dead >= (dead_ms - HEARTBEAT_MS - 300) / 1000,
+              f"{tag}: {name} does not mark b dead before ~dead_after heartbeats of silence", td)
+        check(order[i][:1] == ["alive"] and "suspect" in order[i] and
+              order[i].index("suspect") < order[i].index("dead") if "dead" in order[i] else False,
+              f"{tag}: {name} sees b alive -> suspect -> dead", order[i])
+        if last[i]:
+            p = peer(last[i], bid)
+            check(p["last_seen_ms"] is not None and p["last_seen_ms"] >= dead_ms,
+                  f"{tag}: {name} reports b last seen {p['last_seen_ms']} ms ago (>= {dead_ms})")
+
+    # the survivors keep training (steps grow after the kill)
+    t_grow = time.monotonic()
+    grown = nu.wait_until(lambda: (lambda s: s if all(x and (x["node"]["step"] >= k["node"]["step"] + 10
+                                                           or x["node"]["state"] == "done")
+                                                       for x, k in zip(s, sts_kill)) else None)(
+        statuses([a, c])), 30, every=0.2)
+    if grown:
+        print(f"      a, c steps {[k['node']['step'] for k in sts_kill]} at the kill -> "
+              f"{[x['node']['step'] for x in grown]} "
+              f"{time.monotonic() - t_kill:.1f} s after it")
+    check(grown is not None and all(x["node"]["step"] > k["node"]["step"]
+                                    for x, k in zip(grown, sts_kill)),
+          f"{tag}: a and c keep training after the kill (10 more steps within "
+          f"{time.monotonic() - t_grow:.1f} s)", [a.log_text(5), c.log_text(5)])
+    sts = statuses([a, c])
+    held = [s["model"]["version_vector"].get(bid, 0) if s else None for s in sts]
+    check(all(h is not None and h <= b_count for h in held),
+          f"{tag}: a and c hold {held} of b's updates, no more than its ledger's {b_count}")
+
+    # restart b: same config, same state dir
+    b.log_offset = os.path.getsize(b.log)
+    b.start(until_done=False)
+    t_restart = time.monotonic()
+    back = nu.wait_until(lambda: (lambda s: s if all(x and (peer(x, bid) or {}).get("state") == "alive"
+                                                     for x in s) else None)(statuses([a, c])),
+                         30, every=0.2)
+    check(back is not None, f"{tag}: a and c see the restarted b alive again "
+          f"({time.monotonic() - t_restart:.1f} s after the restart)", b.log_text(20))
+    sts = converged_done(nodes, 90)
+    t_conv = time.monotonic() - t_restart
+    if not check(sts is not None, f"{tag}: all three reach max_steps and one version vector "
+                 f"({t_conv:.1f} s after the restart)",
+                 "\n\n".join(n.log_text(15) for n in nodes)):
+        return
+    started = [line for line in b.log_text().splitlines() if 'msg="swarmd started"' in line]
+    kv = dict(x.split("=", 1) for x in started[-1].split() if "=" in x) if started else {}
+    check(kv.get("step") == str(b_count),
+          f"{tag}: b's restart resumes at its own step {kv.get('step')} == {b_count} "
+          f"(its ledger at the kill)", started[-1:] if started else b.log_text(20))
+    vv = sts[0]["model"]["version_vector"]
+    ids = [s["node"]["id"] for s in sts]
+    check(set(vv) == set(ids) and all(vv[o] == KILL_STEPS for o in ids),
+          f"{tag}: the version vector holds {KILL_STEPS} updates of each of the 3 origins "
+          f"(b's own: {vv.get(bid)})", vv)
+    digests = {s["model"]["digest"] for s in sts}
+    check(len(digests) == 1 and None not in digests, f"{tag}: the three digests agree", digests)
+    no_bans(sts, tag)
+    check_ledgers(nodes, tag, {o: KILL_STEPS for o in ids})
+    stop_all(nodes, tag)
+    same_exports(nodes, tag)
+
+
+# ------------------------------------------------------------ 2. loss
+
+
+def scenario_loss(root):
+    tag = "loss"
+    nodes = swarm(root, tag, LOSS_STEPS, test_drop_permille=300)
+    if not nodes:
+        return
+    t0 = time.monotonic()
+    sts = converged_done(nodes, 90)
+    if not check(sts is not None, f"{tag}: with 30% of published messages dropped, three nodes "
+                 f"reach max_steps and one version vector ({time.monotonic() - t0:.1f} s)",
+                 "\n\n".join(n.log_text(15) for n in nodes)):
+        return
+    vv = sts[0]["model"]["version_vector"]
+    ids = [s["node"]["id"] for s in sts]
+    check(set(vv) == set(ids) and all(vv[o] == LOSS_STEPS for o in ids),
+          f"{tag}: the version vector holds {LOSS_STEPS} updates of each of the 3 origins", vv)
+    digests = {s["model"]["digest"] for s in sts}
+    check(len(digests) == 1 and None not in digests, f"{tag}: the three digests agree", digests)
+    for n, s in zip(nodes, sts):
+        net = s["net"]
+        others = sum(c for o, c in vv.items() if o != s["node"]["id"])
+        print(f"      {n.name}: injected_drops {net['injected_drops']}, msgs_in {net['msgs_in']}, "
+              f"updates_in {net['updates_in']}, batches_out {net.get('batches_out')}, "
+              f"requests_failed {net.get('requests_failed')}")
+        check(net["injected_drops"] > 0, f"{tag}: {n.name} dropped {net['injected_drops']} "
+              f"published messages (fault injection active)")
+        check(net["updates_in"] == others,
+              f"{tag}: {n.name} received each update of the other origins once "
+              f"(updates_in {net['updates_in']} == {others})")
+    # 30% of ~(LOSS_STEPS / updates per batch) batches per sender: some must have
+    # been lost and fetched again by anti-entropy.
+    no_bans(sts, tag)
+    check_ledgers(nodes, tag, {o: LOSS_STEPS for o in ids})
+    stop_all(nodes, tag)
+    same_exports(nodes, tag)
+
+
+# ------------------------------------------------------------ 3. leave
+
+
+def scenario_leave(root):
+    tag = "leave"
+    nodes = swarm(root, tag, LEAVE_STEPS)
+    if not nodes:
+        return
+    a, b, c = nodes
+    sts = nu.wait_until(lambda: all_training_together(nodes, 12), 60, every=0.2)
+    if not check(sts is not None, f"{tag}: three nodes train together (step >= 12, peers alive)",
+                 "\n\n".join(n.log_text(10) for n in nodes)):
+        return
+    cid = sts[2]["node"]["id"]
+    c.proc.send_signal(signal.SIGTERM)
+    t_term = time.monotonic()
+    order = {0: [], 1: []}
+    t_left = {}
+    t_exit = None
+    rc = None
+    while time.monotonic() - t_term < 20:
+        if t_exit is None and c.proc.poll() is not None:
+            t_exit = time.monotonic() - t_term
+            rc = c.proc.returncode
+        for i, n in enumerate((a, b)):
+            st = nu.status(n.state_dir, timeout=2)
+            p = peer(st, cid) if st else None
+            if p is None:
+                continue
+            if not order[i] or order[i][-1] != p["state"]:
+                order[i].append(p["state"])
+            if p["state"] == "left":
+                t_left.setdefault(i, time.monotonic() - t_term)
+        if t_exit is not None and len(t_left) == 2:
+            break
+        time.sleep(0.05)
+    if t_exit is None:
+        rc = c.wait(10)
+        t_exit = time.monotonic() - t_term
+    else:
+        c.wait(1)
+    check(rc == 0, f"{tag}: c exits 0 on SIGTERM ({t_exit:.2f} s after it)", c.log_text(10))
+    stopped = [line for line in c.log_text().splitlines() if "msg=stopped" in line]
+    c_steps = own_steps(c.state_dir, cid)
+    c_count = len(c_steps) if c_steps is not None else -1
+    check(c_steps == list(range(c_count)) and c_count >= 12,
+          f"{tag}: c stopped with its own steps 0..{c_count - 1} in its ledger", stopped[-1:])
+    for i, name in enumerate("ab"):
+        tl = t_left.get(i)
+        print(f"      {name} sees c: {' -> '.join(order[i])}; left {tl:.2f} s after SIGTERM"
+              if tl is not None else f"      {name} sees c: {' -> '.join(order[i])}")
+        check(tl is not None and tl <= t_exit + 1.0,
+              f"{tag}: {name} shows c left within 1 s of its exit "
+              f"(exit {t_exit:.2f} s, left {tl if tl is None else round(tl, 2)} s after SIGTERM)")
+        check("suspect" not in order[i] and "dead" not in order[i],
+              f"{tag}: {name} never shows c suspect or dead", order[i])
+    # still left once a silence of dead_after heartbeats has passed
+    time.sleep(DEAD_AFTER * HEARTBEAT_MS / 1000 + 0.5)
+    sts = statuses([a, b])
+    states = [(peer(s, cid) or {}).get("state") if s else None for s in sts]
+    check(states == ["left", "left"],
+          f"{tag}: a and b still show c left after {DEAD_AFTER} heartbeats of silence", states)
+    held = [s["model"]["version_vector"].get(cid) if s else None for s in sts]
+    check(held == [c_count, c_count],
+          f"{tag}: a and b hold all {c_count} of c's updates", held)
+    sts = converged_done([a, b], 60)
+    if check(sts is not None, f"{tag}: a and b finish max_steps without c and converge",
+             "\n\n".join(n.log_text(15) for n in (a, b))):
+        vv = sts[0]["model"]["version_vector"]
+        ids = [s["node"]["id"] for s in sts]
+        check(all(vv.get(o) == LEAVE_STEPS for o in ids) and vv.get(cid) == c_count
+              and len(vv) == 3, f"{tag}: final version vector: {LEAVE_STEPS} of a and b, "
+              f"{c_count} of c", vv)
+        check(len({s["model"]["digest"] for s in sts}) == 1, f"{tag}: a and b digests agree")
+        states = [(peer(s, cid) or {}).get("state") for s in sts]
+        check(states == ["left", "left"], f"{tag}: c is still left at the end", states)
+    stop_all([a, b], tag)
+    same_exports([a, b], tag)
+
+
+def main():
+    t0 = time.time()
+    if not nu.require_binaries(nu.LEDGER_DUMP):
+        return 1
+    root = nu.tmpdir("swarm-faults-")
+    only = sys.argv[1:] or ["kill", "loss", "leave"]
+    for name, fn in (("kill", scenario_kill), ("loss", scenario_loss), ("leave", scenario_leave)):
+        if name not in only:
+            continue
+        t = time.time()
+        print(f"# {name}", flush=True)
+        fn(root)
+        nu.kill_children()
+        print(f"      {name}: {time.time() - t:.1f} s", flush=True)
+    return nu.finish("swarm_faults", t0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
