@@ -371,15 +371,34 @@ static void swarm_ban(swd_swarm *s, const uint8_t origin[SW_ID_BYTES], uint64_t 
             "origin=%s step=%" PRIu64 " proof=%s", hex, step, path);
 }
 
-static void swarm_ban_updates(swd_swarm *s, const sw_update *held, const sw_update *got)
+/*
+ * The proof: both updates and, when at hand, both signed envelopes (hex):
+ * anyone can check them with the origin's key and the run id.
+ */
+static void swarm_ban_updates(swd_swarm *s, const sw_update *held, const sw_update *got,
+                              const uint8_t *held_env, size_t held_len, const uint8_t *got_env,
+                              size_t got_len)
 {
-    char hex[SWARM_HEX], proof[1024];
+    char hex[SWARM_HEX];
     swarm_hex(held->origin, hex);
-    snprintf(proof, sizeof proof,
-             "{\"origin\":\"%s\",\"step\":%" PRIu64 ",\"held\":{\"q\":%d,\"scale\":%.9g},"
-             "\"got\":{\"q\":%d,\"scale\":%.9g}}\n",
-             hex, held->step, held->q, (double)held->scale, got->q, (double)got->scale);
-    swarm_ban(s, held->origin, held->step, proof);
+    json_t *o = json_pack("{s:s,s:I,s:{s:i,s:f},s:{s:i,s:f}}", "origin", hex, "step",
+                          (json_int_t)held->step, "held", "q", held->q, "scale",
+                          (double)held->scale, "got", "q", got->q, "scale", (double)got->scale);
+    const uint8_t *envs[2] = {held_env, got_env};
+    size_t lens[2] = {held_len, got_len};
+    const char *keys[2] = {"held_envelope", "got_envelope"};
+    for (int i = 0; i < 2 && o; i++) {
+        if (!envs[i]) continue;
+        char *h = malloc(2 * lens[i] + 1);
+        if (!h) continue;
+        sodium_bin2hex(h, 2 * lens[i] + 1, envs[i], lens[i]);
+        json_object_set_new(o, keys[i], json_string(h));
+        free(h);
+    }
+    char *text = o ? json_dumps(o, JSON_INDENT(1)) : NULL;
+    json_decref(o);
+    swarm_ban(s, held->origin, held->step, text ? text : "{}");
+    free(text);
 }
 
 /* ------------------------------------------------------------ batches in */
@@ -391,6 +410,8 @@ typedef struct swarm_cmp {
     bool conflict;
     uint64_t step;
     sw_update held, got;
+    uint8_t *held_env; /* a copy of the archived envelope that conflicts */
+    size_t held_len;
 } swarm_cmp;
 
 /* Compares an archived batch with the one received, step by step. */
@@ -416,6 +437,11 @@ static int swarm_cmp_entry(void *ctx, const uint8_t *bytes, size_t len)
                 memcpy(c->got.origin, c->origin, SW_ID_BYTES);
                 c->got.q = b->q[i];
                 c->got.scale = b->scale;
+                c->held_env = malloc(len);
+                if (c->held_env) {
+                    memcpy(c->held_env, bytes, len);
+                    c->held_len = len;
+                }
             }
         }
     }
@@ -456,7 +482,8 @@ static void swarm_take_batch(swd_swarm *s, const swd_msg *m, const uint8_t *env,
                          swarm_cmp_entry, &c, NULL, &d);
         if (c.conflict) {
             swarm_drop(s, SWD_DROP_EQUIVOCATION, origin);
-            swarm_ban_updates(s, &c.held, &c.got);
+            swarm_ban_updates(s, &c.held, &c.got, c.held_env, c.held_len, env, env_len);
+            free(c.held_env);
         } else {
             swarm_drop(s, SWD_DROP_DUPLICATE, origin);
         }
@@ -1160,7 +1187,7 @@ void swd_swarm_on_report(swd_swarm *s, const swd_worker_report *r)
     s->win_loss += r->loss_sum;
     for (size_t i = 0; i < r->n_equiv; i++) {
         s->dropped[SWD_DROP_EQUIVOCATION]++;
-        swarm_ban_updates(s, &r->equiv[i].held, &r->equiv[i].got);
+        swarm_ban_updates(s, &r->equiv[i].held, &r->equiv[i].got, NULL, 0, NULL, 0);
     }
     swd_worker_copy_vv(s->wk, &s->vv_gen, &s->vv);
     swd_worker_copy_digest(s->wk, &s->digest_gen, s->digest, &s->digest_count, &s->digest_vv);
