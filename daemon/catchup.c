@@ -45,7 +45,9 @@ void swd_catchup_plan_for(const swd_welcome *w, const sw_runspec *rs, int thread
             " snapshot_updates=%" PRIu64 " snapshot_bytes=%" PRIu64 " params=%.0f mode=%s",
             out->snapshot ? "snapshot" : "replay", out->replay_s, out->snapshot_s,
             w->ledger_updates, w->snapshot_updates, w->snapshot_bytes, params,
-            mode == SWD_CATCHUP_AUTO ? "auto" : mode == SWD_CATCHUP_REPLAY ? "replay" : "snapshot");
+            mode == SWD_CATCHUP_AUTO     ? "auto"
+            : mode == SWD_CATCHUP_REPLAY ? "replay"
+                                         : "snapshot");
 }
 
 void swd_snapshot_fini(swd_snapshot *s)
@@ -63,8 +65,8 @@ typedef struct catchup_ctx {
     unsigned char sk[crypto_sign_SECRETKEYBYTES];
 } catchup_ctx;
 
-static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type want,
-                            swd_msg *reply, bool *busy);
+static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type want, swd_msg *reply,
+                            bool *busy);
 
 /* One request and its verified reply of the expected type; a member that
  * says busy (rate limits) is asked again after a pause, a bounded number of
@@ -81,8 +83,8 @@ static int catchup_ask(catchup_ctx *c, const swd_msg *req, swd_msg_type want, sw
 }
 
 /* One request and its verified reply of the expected type (or an Error, logged). */
-static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type want,
-                            swd_msg *reply, bool *busy)
+static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type want, swd_msg *reply,
+                            bool *busy)
 {
     uint8_t *buf = NULL, *rbuf = NULL;
     size_t len = 0, rlen = 0;
@@ -108,8 +110,8 @@ static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type wan
     if (reply->type == SWD_MSG_ERROR && reply->u.error.code == SWD_ERR_BUSY)
         *busy = true;
     else if (reply->type == SWD_MSG_ERROR)
-        swd_log(SWD_LOG_WARN, "snapshot: the member refused", "addr=%s code=%d message=%s",
-                c->addr, (int)reply->u.error.code, reply->u.error.message);
+        swd_log(SWD_LOG_WARN, "snapshot: the member refused", "addr=%s code=%d message=%s", c->addr,
+                (int)reply->u.error.code, reply->u.error.message);
     swd_msg_fini(reply);
     return SW_EFORMAT;
 }
@@ -137,14 +139,13 @@ static int catchup_download(catchup_ctx *c, const swd_welcome *w, const char *pa
         bool ok = ch->snapshot_updates == w->snapshot_updates && ch->chunk == i &&
                   ch->n_chunks == n_chunks && ch->total_bytes == total &&
                   total <= SWD_CATCHUP_MAX_SNAPSHOT && got + ch->len <= total &&
-                  (ch->len > 0 || total == 0) &&
-                  (uint64_t)n_chunks * SWD_WIRE_MAX_CHUNK >= total;
+                  (ch->len > 0 || total == 0) && (uint64_t)n_chunks * SWD_WIRE_MAX_CHUNK >= total;
         if (ok && pwrite(fd, ch->data, ch->len, (off_t)got) != (ssize_t)ch->len) ok = false;
         got += ch->len;
         swd_msg_fini(&rep);
         if (!ok) {
-            swd_log(SWD_LOG_WARN, "snapshot: inconsistent chunk", "addr=%s chunk=%" PRIu32,
-                    c->addr, i);
+            swd_log(SWD_LOG_WARN, "snapshot: inconsistent chunk", "addr=%s chunk=%" PRIu32, c->addr,
+                    i);
             rc = SW_EFORMAT;
             break;
         }
@@ -300,8 +301,8 @@ int swd_catchup_snapshot(const char *sync_addr, const sw_runspec *rs, const swd_
         rc = SW_ENOTFOUND;
         goto out;
     }
-    swd_log(SWD_LOG_INFO, "snapshot: downloaded and verified",
-            "updates=%zu bytes=%" PRIu64, out->n, w->snapshot_bytes);
+    swd_log(SWD_LOG_INFO, "snapshot: downloaded and verified", "updates=%zu bytes=%" PRIu64, out->n,
+            w->snapshot_bytes);
 out:
     sodium_memzero(c.sk, sizeof c.sk);
     sw_archive_close(ar);

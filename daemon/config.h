@@ -45,7 +45,7 @@ typedef struct swd_config {
     int64_t progress_ms;
     uint64_t checkpoint_every;
     int64_t checkpoint_interval_s;
-    int log_level; /* swd_log_level */
+    int log_level;   /* swd_log_level */
     char *listen;    /* PUB listen URL */
     char *sync;      /* sync REP listen URL */
     char *advertise; /* host put in place of a wildcard listen host; "": 127.0.0.1 */
@@ -58,7 +58,7 @@ typedef struct swd_config {
     int64_t lag_timeout_ms;
     int64_t batch_max_steps;
     int64_t batch_max_ms;
-    int catch_up; /* SWD_CATCHUP_* (catchup.h) */
+    int catch_up;               /* SWD_CATCHUP_* (catchup.h) */
     int64_t test_drop_permille; /* fault injection: drop this share of received messages */
 
     /* [model] */

@@ -107,9 +107,8 @@ static void node_progress(swd_node *n)
     swd_log(SWD_LOG_INFO, "progress",
             "step=%" PRIu64 " max_steps=%" PRIu64 " loss=%.4f steps_per_s=%.3f updates=%" PRIu64
             " saturations=%" PRIu64 " scale=%.6g nonfinite=%" PRIu64,
-            n->last.next_step, n->max_steps, n->last_loss,
-            dt > 0 ? (double)n->win_steps / dt : 0.0, n->last.ledger_count, n->last.saturations,
-            (double)n->last.scale, n->win_nonfinite);
+            n->last.next_step, n->max_steps, n->last_loss, dt > 0 ? (double)n->win_steps / dt : 0.0,
+            n->last.ledger_count, n->last.saturations, (double)n->last.scale, n->win_nonfinite);
     n->win_steps = 0;
     n->win_nonfinite = 0;
     n->win_loss_sum = 0;
@@ -275,8 +274,9 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
         else if (!existing)
             return hx;
         else
-            swd_log(SWD_LOG_WARN, "starting from the state directory; will keep trying the "
-                                  "bootstrap members",
+            swd_log(SWD_LOG_WARN,
+                    "starting from the state directory; will keep trying the "
+                    "bootstrap members",
                     NULL);
     }
 

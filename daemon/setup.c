@@ -343,8 +343,7 @@ static int setup_install_snapshot(swd_setup *s, swd_snapshot *snap)
     return SWD_EXIT_OK;
 }
 
-int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_snapshot *snap,
-                   swd_setup *s)
+int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_snapshot *snap, swd_setup *s)
 {
     memset(s, 0, sizeof *s);
     s->ckpt_count = UINT64_MAX;

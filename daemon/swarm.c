@@ -586,8 +586,7 @@ static void swarm_on_change(void *ctx, const swd_peer *p, swd_peer_state from)
     (void)ctx;
     char hex[SWARM_HEX];
     swarm_hex(p->id, hex);
-    swd_log(p->state == SWD_PEER_DEAD || p->state == SWD_PEER_SUSPECT ? SWD_LOG_WARN
-                                                                        : SWD_LOG_INFO,
+    swd_log(p->state == SWD_PEER_DEAD || p->state == SWD_PEER_SUSPECT ? SWD_LOG_WARN : SWD_LOG_INFO,
             "peer state changed", "peer=%.12s from=%s to=%s addr=%s", hex,
             swd_peer_state_name(from), swd_peer_state_name(p->state),
             p->pub_addr[0] ? p->pub_addr : "?");
@@ -720,9 +719,9 @@ static void swarm_serve_get_updates(swd_swarm *s, uint64_t id, const swd_get_upd
     swarm_collect c = {.u = &m.u.updates};
     sw_diag d = {{0}};
     uint64_t max = g->max_steps ? g->max_steps : SWD_SWARM_AE_MAX_STEPS;
-    int rc = sw_archive_fetch(s->archive, g->origin, g->first_step, max,
-                              SWD_WIRE_MAX_UPDATES_BATCHES, SWD_WIRE_MAX_MSG - (64u << 10),
-                              swarm_collect_entry, &c, NULL, &d);
+    int rc =
+        sw_archive_fetch(s->archive, g->origin, g->first_step, max, SWD_WIRE_MAX_UPDATES_BATCHES,
+                         SWD_WIRE_MAX_MSG - (64u << 10), swarm_collect_entry, &c, NULL, &d);
     uint8_t *buf = NULL;
     size_t len = 0;
     if (rc == 0) rc = swd_wire_seal(&m, s->run_id, s->self, s->sk, &buf, &len);
@@ -1087,13 +1086,13 @@ static json_t *swarm_status(swd_swarm *s)
         json_t *o = json_object();
         json_object_set_new(o, "id", swarm_hex_json(p->id));
         json_object_set_new(o, "state", json_string(swd_peer_state_name(p->state)));
-        json_object_set_new(o, "node_state", json_string(p->has_announce
-                                                             ? swarm_node_state_text(p->node_state)
-                                                             : "unknown"));
+        json_object_set_new(
+            o, "node_state",
+            json_string(p->has_announce ? swarm_node_state_text(p->node_state) : "unknown"));
         json_object_set_new(o, "step", json_integer((json_int_t)p->step));
-        json_object_set_new(o, "last_seen_ms", p->last_seen_ms
-                                                   ? json_integer((json_int_t)(now - p->last_seen_ms))
-                                                   : json_null());
+        json_object_set_new(o, "last_seen_ms",
+                            p->last_seen_ms ? json_integer((json_int_t)(now - p->last_seen_ms))
+                                            : json_null());
         json_object_set_new(o, "addr", json_string(p->pub_addr));
         json_object_set_new(o, "sync_addr", json_string(p->sync_addr));
         json_object_set_new(o, "ledger_updates", json_integer((json_int_t)p->ledger_updates));
@@ -1263,9 +1262,9 @@ void swd_swarm_on_cron(swd_swarm *s)
     /* pacing */
     if (s->phase == SWD_PHASE_TRAINING) {
         uint64_t my_step = s->last.next_step;
-        uint64_t limit = swd_members_pace(s->members, my_step, (uint64_t)s->cfg->max_staleness,
-                                          (uint64_t)s->cfg->lag_timeout_ms, swarm_held_steps, s,
-                                          now);
+        uint64_t limit =
+            swd_members_pace(s->members, my_step, (uint64_t)s->cfg->max_staleness,
+                             (uint64_t)s->cfg->lag_timeout_ms, swarm_held_steps, s, now);
         swd_worker_set_step_limit(s->wk, limit == UINT64_MAX ? UINT64_MAX : limit + 1);
     }
 }
@@ -1378,8 +1377,8 @@ int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs, cha
     }
     free(buf);
     if (ex != SWD_EXIT_OK)
-        swd_log(SWD_LOG_ERROR, "no bootstrap member answered: cannot join",
-                "bootstrap=%s", cfg->bootstrap);
+        swd_log(SWD_LOG_ERROR, "no bootstrap member answered: cannot join", "bootstrap=%s",
+                cfg->bootstrap);
     return ex;
 }
 
@@ -1417,8 +1416,7 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
                            .rate_per_s = SWARM_RATE_PER_S,
                            .rate_burst = SWARM_RATE_BURST};
     if (cfg->dead_after <= cfg->suspect_after) {
-        swd_log(SWD_LOG_ERROR, "[node] dead_after must exceed suspect_after", "file=%s",
-                cfg->file);
+        swd_log(SWD_LOG_ERROR, "[node] dead_after must exceed suspect_after", "file=%s", cfg->file);
         free(s);
         return SWD_EXIT_USAGE;
     }
@@ -1432,8 +1430,7 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
     sw_archive_open_info ai;
     if ((rc = sw_archive_open(path, s->run_id, &s->archive, &ai, &d)) != 0) goto fail_diag;
     if (ai.truncated_bytes)
-        swd_log(SWD_LOG_WARN, "archive: torn tail truncated", "bytes=%" PRIu64,
-                ai.truncated_bytes);
+        swd_log(SWD_LOG_WARN, "archive: torn tail truncated", "bytes=%" PRIu64, ai.truncated_bytes);
     if ((rc = swarm_refill_own(s, st)) != 0) goto fail_diag;
 
     char control[SW_STATE_PATH_MAX];
@@ -1453,8 +1450,7 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
     swarm_advertised(swd_net_sync_url(s->net), cfg->advertise, s->sync_url, sizeof s->sync_url);
 
     if (p->welcome) {
-        swd_members_gossip(s->members, p->welcome->members, p->welcome->n_members,
-                           swarm_now_ms());
+        swd_members_gossip(s->members, p->welcome->members, p->welcome->n_members, swarm_now_ms());
         swarm_subscribe_all(s);
     }
     swd_worker_drain(s->wk, &s->last);

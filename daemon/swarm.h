@@ -37,7 +37,7 @@
 #include "wire.h"
 #include "worker.h"
 
-#define SWD_SWARM_ANNOUNCE_EVERY 5 /* heartbeats: an announce at least this often */
+#define SWD_SWARM_ANNOUNCE_EVERY 5  /* heartbeats: an announce at least this often */
 #define SWD_SWARM_AE_MAX_STEPS 8192 /* steps asked for in one GetUpdates */
 #define SWD_SWARM_AE_TIMEOUT_MS 5000
 #define SWD_SWARM_MAX_AHEAD (UINT64_C(1) << 24) /* steps beyond what we hold: absurd */
@@ -55,7 +55,7 @@ typedef enum swd_swarm_phase {
 
 typedef struct swd_swarm_params {
     const swd_config *cfg;
-    sw_state *state;   /* ledger read at open only (before the worker starts) */
+    sw_state *state; /* ledger read at open only (before the worker starts) */
     swd_worker *worker;
     uv_async_t *net_notify; /* the node's handle that net signals */
     const char *version;

@@ -90,7 +90,6 @@ static int worker_digest(swd_worker *wk)
     return 0;
 }
 
-
 static void worker_fail(swd_worker *wk, int rc, const sw_diag *d, const char *what)
 {
     pthread_mutex_lock(&wk->mu);
@@ -144,8 +143,7 @@ static int worker_apply_received(swd_worker *wk, sw_update *u, size_t n)
             sw_diag gd = {{0}};
             dups++;
             if (sw_ledger_get(wk->state->ledger, u[i].origin, u[i].step, &held, NULL, &gd) == 0 &&
-                (held.q != u[i].q ||
-                 memcmp(&held.scale, &u[i].scale, sizeof held.scale) != 0)) {
+                (held.q != u[i].q || memcmp(&held.scale, &u[i].scale, sizeof held.scale) != 0)) {
                 pthread_mutex_lock(&wk->mu);
                 if (wk->rep.n_equiv < SWD_WORKER_EQUIV_MAX)
                     wk->rep.equiv[wk->rep.n_equiv++] = (swd_worker_equivocation){held, u[i]};
@@ -156,8 +154,10 @@ static int worker_apply_received(swd_worker *wk, sw_update *u, size_t n)
         bool dup = false;
         for (size_t j = 0; j < k && !dup; j++)
             dup = u[j].step == u[i].step && memcmp(u[j].origin, u[i].origin, SW_ID_BYTES) == 0;
-        if (!dup) u[k++] = u[i];
-        else dups++;
+        if (!dup)
+            u[k++] = u[i];
+        else
+            dups++;
     }
     if (dups) {
         pthread_mutex_lock(&wk->mu);
@@ -266,7 +266,8 @@ static void worker_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&wk->mu);
         for (;;) {
-            bool can_step = !worker_finished(wk) && sw_trainer_next_step(wk->trainer) < wk->step_limit;
+            bool can_step =
+                !worker_finished(wk) && sw_trainer_next_step(wk->trainer) < wk->step_limit;
             bool want_digest = wk->digest_of_gen != wk->vv_gen;
             if (wk->stop || wk->ckpt_request || wk->n_inbox || can_step || want_digest ||
                 (worker_finished(wk) && !done_reported))

@@ -62,10 +62,10 @@ typedef struct swd_worker_report {
     uint64_t ckpt_count;   /* ledger position of the newest checkpoint */
     double ckpt_time;      /* CLOCK_MONOTONIC seconds of the newest checkpoint */
     /* deltas since the last drain */
-    uint64_t steps;     /* training steps taken */
-    double loss_sum;    /* sum of their losses */
-    uint64_t nonfinite; /* directions whose loss was not finite (q = 0) */
-    uint64_t received;  /* inbox updates ledgered and applied */
+    uint64_t steps;      /* training steps taken */
+    double loss_sum;     /* sum of their losses */
+    uint64_t nonfinite;  /* directions whose loss was not finite (q = 0) */
+    uint64_t received;   /* inbox updates ledgered and applied */
     uint64_t duplicates; /* inbox updates already held */
     size_t n_equiv;
     swd_worker_equivocation equiv[SWD_WORKER_EQUIV_MAX];
@@ -105,10 +105,10 @@ typedef struct swd_worker {
     uint64_t vv_gen;
     sw_vv digest_vv;
     uint8_t digest[SW_FIXED_DIGEST_BYTES];
-    uint64_t digest_gen;      /* 0: none yet */
-    uint64_t digest_count;    /* ledger updates the digest covers */
-    uint64_t digest_of_gen;   /* vv_gen the digest was computed at (worker only) */
-    double digest_time;       /* worker only */
+    uint64_t digest_gen;    /* 0: none yet */
+    uint64_t digest_count;  /* ledger updates the digest covers */
+    uint64_t digest_of_gen; /* vv_gen the digest was computed at (worker only) */
+    double digest_time;     /* worker only */
     /* own updates made since the loop last took them (to publish) */
     sw_update *own;
     size_t n_own, own_cap;

@@ -21,7 +21,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 import nacl.signing
 
@@ -195,6 +194,3 @@ class SpPub:
         self.subs = []
         self.lsock.close()
 
-
-def wait_quiet(seconds):
-    time.sleep(seconds)
