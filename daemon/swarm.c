@@ -514,6 +514,7 @@ static void swarm_subscribe_all(swd_swarm *s)
     for (size_t i = 0; i < n; i++) {
         swd_peer *p = swd_members_at(s->members, i);
         if (p->subscribed || p->banned || !p->pub_addr[0]) continue;
+        if (p->state == SWD_PEER_DEAD && p->last_seen_ms == 0) continue; /* never answered */
         sw_diag d = {{0}};
         if (swd_net_subscribe(s->net, p->pub_addr, &d) == 0)
             p->subscribed = true;
@@ -583,7 +584,14 @@ static void swarm_repair_from(swd_swarm *s, const swd_peer *p)
 
 static void swarm_on_change(void *ctx, const swd_peer *p, swd_peer_state from)
 {
-    (void)ctx;
+    swd_swarm *s = ctx;
+    /* A gossiped address nobody ever answered from: stop dialling it (a
+     * hostile member could otherwise make us dial many bogus addresses). */
+    if (p->state == SWD_PEER_DEAD && p->last_seen_ms == 0 && p->subscribed) {
+        swd_peer *q = swd_members_find(s->members, p->id);
+        swd_net_unsubscribe(s->net, p->pub_addr);
+        if (q) q->subscribed = false;
+    }
     char hex[SWARM_HEX];
     swarm_hex(p->id, hex);
     swd_log(p->state == SWD_PEER_DEAD || p->state == SWD_PEER_SUSPECT ? SWD_LOG_WARN : SWD_LOG_INFO,
