@@ -268,7 +268,8 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
         struct stat sb;
         existing = sw_path_join(rs_path, sizeof rs_path, cfg->state_dir, "runspec.json") == 0 &&
                    stat(rs_path, &sb) == 0;
-        int hx = swd_swarm_hello(cfg, &welcome, &swarm_rs, member, sizeof member);
+        int hx = swd_swarm_hello(cfg, existing ? 0.0 : SWD_SWARM_JOIN_WAIT_S, &welcome, &swarm_rs,
+                                 member, sizeof member);
         if (hx == SWD_EXIT_OK)
             have_welcome = true;
         else if (!existing)

@@ -1322,8 +1322,8 @@ void swd_swarm_leave(swd_swarm *s)
 
 /* ------------------------------------------------------------ join handshake */
 
-int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs, char *addr,
-                    size_t addr_size)
+int swd_swarm_hello(const swd_config *cfg, double wait_s, swd_msg *welcome, sw_runspec *rs,
+                    char *addr, size_t addr_size)
 {
     memset(welcome, 0, sizeof *welcome);
     unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
@@ -1337,56 +1337,68 @@ int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs, cha
     int rc = swd_wire_seal(&m, NULL, pk, sk, &buf, &len);
     sodium_memzero(sk, sizeof sk);
     if (rc != 0) return SWD_EXIT_FAIL;
-    char list[4096 + 1];
-    snprintf(list, sizeof list, "%s", cfg->bootstrap);
-    char *save = NULL;
     int ex = SWD_EXIT_FAIL;
-    for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        if (!*tok) continue;
-        uint8_t *reply = NULL;
-        size_t rlen = 0;
-        sw_diag d = {{0}};
-        rc = swd_net_request_sync(tok, buf, len, SWD_SWARM_HELLO_TIMEOUT_MS, &reply, &rlen, &d);
-        if (rc != 0) {
-            swd_log(SWD_LOG_WARN, "bootstrap member did not answer", "addr=%s error=%s", tok,
-                    d.msg[0] ? d.msg : sw_strerror(rc));
-            continue;
+    double deadline = swarm_now_s() + wait_s;
+    for (int round = 0; ex != SWD_EXIT_OK; round++) {
+        if (round > 0) {
+            if (swarm_now_s() >= deadline) break;
+            if (round == 1)
+                swd_log(SWD_LOG_INFO, "waiting for a bootstrap member to answer", "wait_s=%.0f",
+                        wait_s);
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
         }
-        swd_drop drop;
-        rc = swd_wire_open(reply, rlen, NULL, welcome, &drop);
-        free(reply);
-        if (rc != 0 || welcome->type != SWD_MSG_WELCOME) {
-            swd_log(SWD_LOG_WARN, "bootstrap member sent no valid Welcome", "addr=%s reason=%s",
-                    tok, rc != 0 ? swd_drop_name(drop) : "not a welcome");
-            swd_msg_fini(welcome);
-            continue;
+        char list[4096 + 1];
+        snprintf(list, sizeof list, "%s", cfg->bootstrap);
+        char *save = NULL;
+        for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ')
+                tok++;
+            if (!*tok) continue;
+            uint8_t *reply = NULL;
+            size_t rlen = 0;
+            sw_diag d = {{0}};
+            rc = swd_net_request_sync(tok, buf, len, SWD_SWARM_HELLO_TIMEOUT_MS, &reply, &rlen, &d);
+            if (rc != 0) {
+                if (round == 0)
+                    swd_log(SWD_LOG_WARN, "bootstrap member did not answer", "addr=%s error=%s",
+                            tok, d.msg[0] ? d.msg : sw_strerror(rc));
+                continue;
+            }
+            swd_drop drop;
+            rc = swd_wire_open(reply, rlen, NULL, welcome, &drop);
+            free(reply);
+            if (rc != 0 || welcome->type != SWD_MSG_WELCOME) {
+                swd_log(SWD_LOG_WARN, "bootstrap member sent no valid Welcome", "addr=%s reason=%s",
+                        tok, rc != 0 ? swd_drop_name(drop) : "not a welcome");
+                swd_msg_fini(welcome);
+                continue;
+            }
+            char name[300];
+            snprintf(name, sizeof name, "run spec from %s", tok);
+            rc = sw_runspec_parse(welcome->u.welcome.run_spec, welcome->u.welcome.run_spec_len,
+                                  name, rs, &d);
+            if (rc != 0) {
+                swd_log(SWD_LOG_WARN, d.msg[0] ? d.msg : "bad run spec", "addr=%s", tok);
+                swd_msg_fini(welcome);
+                continue;
+            }
+            char hex[SWARM_HEX];
+            uint8_t run_id[SW_ID_BYTES];
+            sw_runspec_id(rs, run_id, &d);
+            sw_digest_hex(run_id, hex);
+            swd_log(SWD_LOG_INFO, "welcomed by a swarm member",
+                    "addr=%s run_id=%s members=%zu ledger_updates=%" PRIu64, tok, hex,
+                    welcome->u.welcome.n_members, welcome->u.welcome.ledger_updates);
+            snprintf(addr, addr_size, "%s", tok);
+            ex = SWD_EXIT_OK;
+            break;
         }
-        char name[300];
-        snprintf(name, sizeof name, "run spec from %s", tok);
-        rc = sw_runspec_parse(welcome->u.welcome.run_spec, welcome->u.welcome.run_spec_len, name,
-                              rs, &d);
-        if (rc != 0) {
-            swd_log(SWD_LOG_WARN, d.msg[0] ? d.msg : "bad run spec", "addr=%s", tok);
-            swd_msg_fini(welcome);
-            continue;
-        }
-        char hex[SWARM_HEX];
-        uint8_t run_id[SW_ID_BYTES];
-        sw_runspec_id(rs, run_id, &d);
-        sw_digest_hex(run_id, hex);
-        swd_log(SWD_LOG_INFO, "welcomed by a swarm member",
-                "addr=%s run_id=%s members=%zu ledger_updates=%" PRIu64, tok, hex,
-                welcome->u.welcome.n_members, welcome->u.welcome.ledger_updates);
-        snprintf(addr, addr_size, "%s", tok);
-        ex = SWD_EXIT_OK;
-        break;
     }
     free(buf);
     if (ex != SWD_EXIT_OK)
-        swd_log(SWD_LOG_ERROR, "no bootstrap member answered: cannot join", "bootstrap=%s",
-                cfg->bootstrap);
+        swd_log(SWD_LOG_ERROR, "no bootstrap member answered: cannot join",
+                "bootstrap=%s waited_s=%.0f", cfg->bootstrap, wait_s);
     return ex;
 }
 

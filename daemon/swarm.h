@@ -42,7 +42,8 @@
 #define SWD_SWARM_AE_TIMEOUT_MS 5000
 #define SWD_SWARM_MAX_AHEAD (UINT64_C(1) << 24) /* steps beyond what we hold: absurd */
 #define SWD_SWARM_HELLO_TIMEOUT_MS 3000
-#define SWD_SWARM_MAX_PENDING 64 /* outgoing requests in flight */
+#define SWD_SWARM_JOIN_WAIT_S 60.0 /* a new node waits this long for a bootstrap member */
+#define SWD_SWARM_MAX_PENDING 64   /* outgoing requests in flight */
 
 typedef struct swd_swarm swd_swarm;
 
@@ -66,13 +67,14 @@ typedef struct swd_swarm_params {
 /*
  * The join handshake at startup, before the state is opened: a Hello
  * (signed with a throwaway key: admission is open) to each bootstrap
- * address in turn until one answers.  On SWD_EXIT_OK *welcome holds the
+ * address in turn until one answers, going round again every second for
+ * up to wait_s seconds (members may still be starting).  On SWD_EXIT_OK *welcome holds the
  * reply (swd_msg_fini it), *rs its parsed run spec and addr the member's
  * sync address that answered.  SWD_EXIT_FAIL when
  * nobody answered (logged), SWD_EXIT_USAGE for a bad bootstrap value.
  */
-int swd_swarm_hello(const swd_config *cfg, swd_msg *welcome, sw_runspec *rs, char *addr,
-                    size_t addr_size);
+int swd_swarm_hello(const swd_config *cfg, double wait_s, swd_msg *welcome, sw_runspec *rs,
+                    char *addr, size_t addr_size);
 
 /* Opens the sockets and the archive; logs and returns an exit code. */
 int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out);

@@ -24,6 +24,7 @@ only (tests/ref/wireutil.py), nothing from daemon/wire.c:
 """
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -34,15 +35,16 @@ from nodeutil import check  # noqa: E402
 import wireutil as wu  # noqa: E402
 
 NNGCAT = "/usr/bin/nngcat"
-CAPTURE_S = 6  # seconds of traffic captured
+CAPTURE_S = 4  # seconds of traffic captured at least (and 3 batches)
 BATCH = 64  # the daemon's default batch_max_steps
 
 
 def parse_hex_lines(text):
-    """nngcat --hex output: one "\\xHH\\xHH..." line per message."""
+    """nngcat --hex output: one "\\xHH\\xHH..." line per message.  A last line
+    without its newline (cut by the capture's end) is left out."""
     msgs = []
-    for line in text.splitlines():
-        line = line.strip()
+    lines = text.split("\n")
+    for line in lines[:-1]:
         if not line:
             continue
         if not (line.startswith('"') and line.endswith('"')):
@@ -54,16 +56,44 @@ def parse_hex_lines(text):
     return msgs
 
 
-def capture(url, seconds):
-    """Messages published at url during about `seconds` (nngcat --sub)."""
+def capture(url, run_id, min_s, min_batches, max_s):
+    """Messages published at url (nngcat --sub, which flushes every message):
+    at least min_s seconds and until min_batches batches arrived, at most
+    max_s seconds; nngcat is then stopped with SIGTERM."""
+    p = subprocess.Popen([NNGCAT, "--sub", "--dial", url, "--subscribe", "", "--hex",
+                          "--count", "5000"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    buf, batches = b"", 0
     try:
-        p = subprocess.run([NNGCAT, "--sub", "--dial", url, "--subscribe", "", "--hex",
-                            "--recv-timeout", str(seconds)],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds + 20)
-        out = p.stdout
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout or b""
-    return parse_hex_lines(out.decode("ascii"))
+        while True:
+            el = time.monotonic() - t0
+            if el >= max_s or (el >= min_s and batches >= min_batches):
+                break
+            ready, _, _ = select.select([p.stdout], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(p.stdout.fileno(), 1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            done = buf[:buf.rfind(b"\n") + 1]
+            # count batches in the lines complete so far
+            batches = 0
+            for m in parse_hex_lines(done.decode("ascii")):
+                try:
+                    batches += wu.open_envelope(m, run_id).kind == "batch"
+                except Exception:  # noqa: BLE001 - judged later
+                    pass
+    finally:
+        p.terminate()
+        try:
+            rest, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rest, _ = p.communicate()
+    return parse_hex_lines((buf + rest).decode("ascii")), time.monotonic() - t0
 
 
 def main():
@@ -105,9 +135,9 @@ def main():
         nu.status(founder.state_dir)), 30, every=0.3)
 
     before = nu.status(founder.state_dir)
-    msgs = capture(fst["node"]["pub_addr"], CAPTURE_S)
+    msgs, secs = capture(fst["node"]["pub_addr"], run_id, CAPTURE_S, 3, 40)
     after = nu.status(founder.state_dir)
-    print(f"      captured {len(msgs)} messages in {CAPTURE_S} s; founder step "
+    print(f"      captured {len(msgs)} messages in {secs:.1f} s; founder step "
           f"{before['node']['step']} -> {after['node']['step']}")
 
     opened, bad = [], []
