@@ -95,7 +95,7 @@ static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type wan
     free(buf);
     if (rc != 0) {
         swd_log(SWD_LOG_WARN, "snapshot: request failed", "addr=%s error=%s", c->addr,
-                d.msg[0] ? d.msg : sw_strerror(rc));
+                SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
         return rc;
     }
     swd_drop drop;
@@ -111,7 +111,7 @@ static int catchup_ask_once(catchup_ctx *c, const swd_msg *req, swd_msg_type wan
         *busy = true;
     else if (reply->type == SWD_MSG_ERROR)
         swd_log(SWD_LOG_WARN, "snapshot: the member refused", "addr=%s code=%d message=%s", c->addr,
-                (int)reply->u.error.code, reply->u.error.message);
+                (int)reply->u.error.code, SWD_LOG_Q(reply->u.error.message));
     swd_msg_fini(reply);
     return SW_EFORMAT;
 }
@@ -261,7 +261,7 @@ int swd_catchup_snapshot(const char *sync_addr, const sw_runspec *rs, const swd_
         sw_path_join(arpath, sizeof arpath, state_dir, "archive") != 0) {
         if (!rc) rc = SW_ETOOBIG;
         swd_log(SWD_LOG_WARN, "snapshot: cannot prepare the state directory", "error=%s",
-                d.msg[0] ? d.msg : sw_strerror(rc));
+                SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
         goto out;
     }
     swd_log(SWD_LOG_INFO, "snapshot: downloading", "addr=%s updates=%" PRIu64 " bytes=%" PRIu64,
@@ -269,7 +269,7 @@ int swd_catchup_snapshot(const char *sync_addr, const sw_runspec *rs, const swd_
     if ((rc = catchup_download(&c, w, part)) != 0) goto out;
     if ((rc = sw_checkpoint_load(part, c.run_id, &rs->arch, &out->w, &out->meta, &d)) != 0) {
         swd_log(SWD_LOG_WARN, "snapshot: the downloaded checkpoint does not load", "error=%s",
-                d.msg[0] ? d.msg : sw_strerror(rc));
+                SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
         goto out;
     }
     uint64_t total = sw_vv_total(&out->meta.vv);

@@ -49,4 +49,9 @@ void swd_log(swd_log_level level, const char *msg, const char *kv_fmt, ...);
  */
 const char *swd_log_quote(char *buf, size_t size, const char *s);
 
+/* swd_log_quote into a temporary that lives until the end of the enclosing
+ * full statement's block: for arguments of swd_log. */
+#define SWD_LOG_QUOTE_MAX 1024
+#define SWD_LOG_Q(s) swd_log_quote((char[SWD_LOG_QUOTE_MAX]){0}, SWD_LOG_QUOTE_MAX, (s))
+
 #endif

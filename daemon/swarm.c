@@ -61,8 +61,9 @@ struct swd_swarm {
     double t_start;
     uint64_t cronloops;
     uint64_t last_pub_ms, last_announce_ms, last_hello_ms;
-    bool welcomed; /* a bootstrap member answered our running Hello */
-    bool left;     /* Leave published: publish nothing more */
+    bool welcomed;           /* a bootstrap member answered our running Hello */
+    bool left;               /* Leave published: publish nothing more */
+    uint64_t ae_progress_ms; /* when anti-entropy last brought updates */
     uint64_t announce_seq;
     size_t bootstrap_next;
 
@@ -239,7 +240,7 @@ static int swarm_archive_and_publish(swd_swarm *s, uint64_t first, float scale, 
     if (!sw_archive_covered(s->archive, s->self, first, (uint32_t)n) &&
         (rc = sw_archive_append(s->archive, s->self, first, (uint32_t)n, buf, len, &d)) != 0)
         swd_log(SWD_LOG_WARN, "archive append failed", "error=%s",
-                d.msg[0] ? d.msg : sw_strerror(rc));
+                SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
     if (publish) {
         swd_net_publish(s->net, buf, len);
         s->last_pub_ms = swarm_now_ms();
@@ -502,7 +503,7 @@ static void swarm_take_batch(swd_swarm *s, const swd_msg *m, const uint8_t *env,
     int rc = sw_archive_append(s->archive, origin, b->first_step, (uint32_t)b->n, env, env_len, &d);
     if (rc != 0)
         swd_log(SWD_LOG_WARN, "archive append failed", "error=%s",
-                d.msg[0] ? d.msg : sw_strerror(rc));
+                SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
     s->updates_in += b->n;
 }
 
@@ -520,7 +521,7 @@ static void swarm_subscribe_all(swd_swarm *s)
             p->subscribed = true;
         else
             swd_log(SWD_LOG_WARN, "cannot subscribe to a peer", "addr=%s error=%s", p->pub_addr,
-                    d.msg[0] ? d.msg : "?");
+                    SWD_LOG_Q(d.msg[0] ? d.msg : "?"));
     }
 }
 
@@ -613,9 +614,18 @@ static swd_peer *swarm_seen(swd_swarm *s, const uint8_t id[SW_ID_BYTES])
 
 /* ------------------------------------------------------------ announces */
 
+/*
+ * syncing: far behind what an alive peer announces AND anti-entropy brought
+ * updates recently.  A version vector is a claim; one that nobody can serve
+ * (a lying or broken peer) must not keep the node "syncing", which peers'
+ * pacing reads as "do not wait for it".
+ */
 static swd_node_state swarm_node_state(const swd_swarm *s)
 {
     if (s->phase == SWD_PHASE_DONE) return SWD_STATE_DONE;
+    if (s->ae_progress_ms == 0 ||
+        swarm_now_ms() - s->ae_progress_ms > 3 * (uint64_t)s->cfg->heartbeat_ms)
+        return SWD_STATE_TRAINING;
     size_t n = swd_members_count(s->members);
     for (size_t i = 0; i < n; i++) {
         const swd_peer *p = swd_members_at_const(s->members, i);
@@ -850,22 +860,25 @@ static void swarm_on_sync_req(swd_swarm *s, swd_net_event *ev)
 {
     uint8_t sender[SW_ID_BYTES];
     uint64_t now = swarm_now_ms();
-    bool peeked = swd_wire_peek_sender(ev->data, ev->len, sender) == 0;
+    /* A refusal goes out in the context the request claims: a joiner has no
+     * run id yet and could not read a run-context Error. */
+    swd_context ctx = SWD_CTX_RUN;
+    bool peeked = swd_wire_peek(ev->data, ev->len, sender, &ctx) == 0;
     if (peeked && swd_members_banned(s->members, sender)) {
         swarm_drop(s, SWD_DROP_BANNED, sender);
-        swarm_reply_error(s, ev->id, SWD_CTX_RUN, SWD_ERR_REFUSED, "banned");
+        swarm_reply_error(s, ev->id, ctx, SWD_ERR_REFUSED, "banned");
         return;
     }
     if (peeked && !swd_members_rate_ok(s->members, sender, now)) {
         swarm_drop(s, SWD_DROP_RATE_LIMITED, sender);
-        swarm_reply_error(s, ev->id, SWD_CTX_RUN, SWD_ERR_BUSY, "rate limited");
+        swarm_reply_error(s, ev->id, ctx, SWD_ERR_BUSY, "rate limited");
         return;
     }
     swd_msg m;
     swd_drop drop;
     if (swd_wire_open(ev->data, ev->len, s->run_id, &m, &drop) != 0) {
         swarm_drop(s, drop, peeked ? sender : NULL);
-        swarm_reply_error(s, ev->id, SWD_CTX_RUN, SWD_ERR_BAD_REQUEST, swd_drop_name(drop));
+        swarm_reply_error(s, ev->id, ctx, SWD_ERR_BAD_REQUEST, swd_drop_name(drop));
         return;
     }
     switch (m.type) {
@@ -960,7 +973,10 @@ static void swarm_on_reply(swd_swarm *s, swd_net_event *ev)
         swarm_on_updates_reply(s, &m);
         /* More to fetch from the same peer: ask again at once. */
         const swd_peer *p = swd_members_find(s->members, req.peer);
-        if (p && swarm_have(s, req.origin) > before) swarm_repair_from(s, p);
+        if (swarm_have(s, req.origin) > before) {
+            s->ae_progress_ms = swarm_now_ms();
+            if (p) swarm_repair_from(s, p);
+        }
     } else if (req.kind == REQ_HELLO) {
         if (m.type == SWD_MSG_WELCOME) s->welcomed = true;
         swarm_on_hello_reply(s, &m);
@@ -1362,12 +1378,19 @@ int swd_swarm_hello(const swd_config *cfg, double wait_s, swd_msg *welcome, sw_r
             if (rc != 0) {
                 if (round == 0)
                     swd_log(SWD_LOG_WARN, "bootstrap member did not answer", "addr=%s error=%s",
-                            tok, d.msg[0] ? d.msg : sw_strerror(rc));
+                            tok, SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
                 continue;
             }
             swd_drop drop;
             rc = swd_wire_open(reply, rlen, NULL, welcome, &drop);
             free(reply);
+            if (rc == 0 && welcome->type == SWD_MSG_ERROR) {
+                swd_log(SWD_LOG_WARN, "bootstrap member refused the Hello",
+                        "addr=%s code=%d message=%s", tok, (int)welcome->u.error.code,
+                        SWD_LOG_Q(welcome->u.error.message));
+                swd_msg_fini(welcome);
+                continue;
+            }
             if (rc != 0 || welcome->type != SWD_MSG_WELCOME) {
                 swd_log(SWD_LOG_WARN, "bootstrap member sent no valid Welcome", "addr=%s reason=%s",
                         tok, rc != 0 ? swd_drop_name(drop) : "not a welcome");
@@ -1398,7 +1421,7 @@ int swd_swarm_hello(const swd_config *cfg, double wait_s, swd_msg *welcome, sw_r
     free(buf);
     if (ex != SWD_EXIT_OK)
         swd_log(SWD_LOG_ERROR, "no bootstrap member answered: cannot join",
-                "bootstrap=%s waited_s=%.0f", cfg->bootstrap, wait_s);
+                "bootstrap=%s waited_s=%.0f", SWD_LOG_Q(cfg->bootstrap), wait_s);
     return ex;
 }
 
@@ -1436,7 +1459,8 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
                            .rate_per_s = SWARM_RATE_PER_S,
                            .rate_burst = SWARM_RATE_BURST};
     if (cfg->dead_after <= cfg->suspect_after) {
-        swd_log(SWD_LOG_ERROR, "[node] dead_after must exceed suspect_after", "file=%s", cfg->file);
+        swd_log(SWD_LOG_ERROR, "[node] dead_after must exceed suspect_after", "file=%s",
+                SWD_LOG_Q(cfg->file));
         free(s);
         return SWD_EXIT_USAGE;
     }
@@ -1477,8 +1501,9 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
     swd_worker_copy_vv(s->wk, &s->vv_gen, &s->vv);
     swd_log(SWD_LOG_INFO, "swarm sockets open",
             "pub=%s sync=%s control=%s bootstrap=%s members=%zu archive_entries=%" PRIu64,
-            s->pub_url, s->sync_url, control, cfg->bootstrap[0] ? cfg->bootstrap : "none",
-            swd_members_count(s->members), ai.entries);
+            s->pub_url, s->sync_url, SWD_LOG_Q(control),
+            SWD_LOG_Q(cfg->bootstrap[0] ? cfg->bootstrap : "none"), swd_members_count(s->members),
+            ai.entries);
     *out = s;
     return SWD_EXIT_OK;
 

@@ -593,6 +593,11 @@ fail:
 
 int swd_wire_peek_sender(const uint8_t *buf, size_t len, uint8_t sender[SW_ID_BYTES])
 {
+    return swd_wire_peek(buf, len, sender, NULL);
+}
+
+int swd_wire_peek(const uint8_t *buf, size_t len, uint8_t sender[SW_ID_BYTES], swd_context *ctx)
+{
     if (len > SWD_WIRE_MAX_MSG || (!buf && len)) return SW_EFORMAT;
     wire_budget budget;
     ProtobufCAllocator alloc = wire_allocator(&budget, len);
@@ -601,6 +606,9 @@ int swd_wire_peek_sender(const uint8_t *buf, size_t len, uint8_t sender[SW_ID_BY
     int rc = SW_EFORMAT;
     if (env->sender.len == SW_ID_BYTES) {
         memcpy(sender, env->sender.data, SW_ID_BYTES);
+        if (ctx)
+            *ctx =
+                env->context == SWARMTUNE__V1__CONTEXT__CONTEXT_JOIN ? SWD_CTX_JOIN : SWD_CTX_RUN;
         rc = 0;
     }
     swarmtune__v1__envelope__free_unpacked(env, &alloc);

@@ -28,14 +28,14 @@
 #include "update.h"
 
 /* Bounds every receiver enforces (docs/protocol.md). */
-#define SWD_WIRE_MAX_MSG (2u << 20)       /* one envelope, bytes */
-#define SWD_WIRE_MAX_BATCH 1024           /* steps in one UpdateBatch */
-#define SWD_WIRE_MAX_VV 4096              /* entries in a version vector */
-#define SWD_WIRE_MAX_MEMBERS 64           /* members in an Announce or Welcome */
-#define SWD_WIRE_MAX_ADDR 256             /* bytes of an nng URL */
-#define SWD_WIRE_MAX_RUNSPEC 4096         /* bytes of a run spec (SW_RUNSPEC_MAX_BYTES) */
-#define SWD_WIRE_MAX_UPDATES_BATCHES 256  /* envelopes in one Updates reply */
-#define SWD_WIRE_MAX_CHUNK (1u << 20)     /* bytes of snapshot data in a chunk */
+#define SWD_WIRE_MAX_MSG (2u << 20)      /* one envelope, bytes */
+#define SWD_WIRE_MAX_BATCH 1024          /* steps in one UpdateBatch */
+#define SWD_WIRE_MAX_VV 4096             /* entries in a version vector */
+#define SWD_WIRE_MAX_MEMBERS 64          /* members in an Announce or Welcome */
+#define SWD_WIRE_MAX_ADDR 256            /* bytes of an nng URL */
+#define SWD_WIRE_MAX_RUNSPEC 4096        /* bytes of a run spec (SW_RUNSPEC_MAX_BYTES) */
+#define SWD_WIRE_MAX_UPDATES_BATCHES 256 /* envelopes in one Updates reply */
+#define SWD_WIRE_MAX_CHUNK (1u << 20)    /* bytes of snapshot data in a chunk */
 #define SWD_WIRE_MAX_ERROR_TEXT 512
 #define SWD_WIRE_SIG_BYTES 64
 
@@ -113,7 +113,7 @@ typedef struct swd_member_info {
 typedef struct swd_batch {
     uint64_t first_step;
     float scale;
-    size_t n;                      /* 1..SWD_WIRE_MAX_BATCH */
+    size_t n;                     /* 1..SWD_WIRE_MAX_BATCH */
     int8_t q[SWD_WIRE_MAX_BATCH]; /* (n) */
 } swd_batch;
 
@@ -245,5 +245,9 @@ int swd_wire_open(const uint8_t *buf, size_t len, const uint8_t run_id[SW_ID_BYT
  * does not decode.
  */
 int swd_wire_peek_sender(const uint8_t *buf, size_t len, uint8_t sender[SW_ID_BYTES]);
+/* The same, plus the context the envelope claims (ctx may be NULL): an
+ * error reply to a refused request goes out in that context, so a joiner
+ * without a run id can read it. */
+int swd_wire_peek(const uint8_t *buf, size_t len, uint8_t sender[SW_ID_BYTES], swd_context *ctx);
 
 #endif
