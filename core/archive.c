@@ -600,3 +600,13 @@ uint64_t sw_archive_count(const sw_archive *a)
 {
     return a->count;
 }
+
+size_t sw_archive_origin_count(const sw_archive *a)
+{
+    return a->n_origins;
+}
+
+void sw_archive_origin_at(const sw_archive *a, size_t i, uint8_t origin[SW_ID_BYTES])
+{
+    memcpy(origin, a->origins[i].origin, SW_ID_BYTES);
+}

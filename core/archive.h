@@ -65,8 +65,8 @@ int sw_archive_append(sw_archive *a, const uint8_t origin[SW_ID_BYTES], uint64_t
 
 /* True when every step of [first_step, first_step + n_steps) of origin is
  * already in some entry. */
-bool sw_archive_covered(const sw_archive *a, const uint8_t origin[SW_ID_BYTES],
-                        uint64_t first_step, uint32_t n_steps);
+bool sw_archive_covered(const sw_archive *a, const uint8_t origin[SW_ID_BYTES], uint64_t first_step,
+                        uint32_t n_steps);
 
 /* One past the highest step of origin held contiguously from 0 (0: none). */
 uint64_t sw_archive_prefix(const sw_archive *a, const uint8_t origin[SW_ID_BYTES]);
@@ -90,5 +90,9 @@ int sw_archive_fetch(const sw_archive *a, const uint8_t origin[SW_ID_BYTES], uin
                      sw_archive_entry_fn fn, void *ctx, size_t *n_out, sw_diag *diag);
 
 uint64_t sw_archive_count(const sw_archive *a); /* entries */
+
+/* The origins with at least one entry, sorted by their bytes (0 <= i < count). */
+size_t sw_archive_origin_count(const sw_archive *a);
+void sw_archive_origin_at(const sw_archive *a, size_t i, uint8_t origin[SW_ID_BYTES]);
 
 #endif

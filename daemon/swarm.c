@@ -353,6 +353,72 @@ static int swarm_refill_own(swd_swarm *s, sw_state *st)
     return 0;
 }
 
+typedef struct swarm_requeue {
+    swd_swarm *s;
+    sw_state *st;
+    uint64_t next;   /* one past the highest step seen in the entries given */
+    uint64_t queued; /* updates pushed to the worker */
+    int rc;
+} swarm_requeue;
+
+static int swarm_requeue_entry(void *ctx, const uint8_t *bytes, size_t len)
+{
+    swarm_requeue *r = ctx;
+    swd_msg m;
+    swd_drop drop;
+    if (swd_wire_open(bytes, len, r->s->run_id, &m, &drop) != 0) return 0;
+    if (m.type == SWD_MSG_BATCH) {
+        sw_update u[SWD_WIRE_MAX_BATCH];
+        size_t k = 0;
+        const swd_batch *b = &m.u.batch;
+        for (size_t i = 0; i < b->n; i++) {
+            uint64_t step = b->first_step + i;
+            if (step + 1 > r->next) r->next = step + 1;
+            if (sw_ledger_has(r->st->ledger, m.sender, step)) continue;
+            memcpy(u[k].origin, m.sender, SW_ID_BYTES);
+            u[k].step = step;
+            u[k].q = b->q[i];
+            u[k].scale = b->scale;
+            sw_diag d = {{0}};
+            if (sw_update_check(&r->s->train, &u[k], &d) == 0) k++;
+        }
+        if (k && (r->rc = swd_worker_push_updates(r->s->wk, u, k)) == 0) r->queued += k;
+    }
+    swd_msg_fini(&m);
+    return r->rc;
+}
+
+/*
+ * Batches the archive holds but the ledger does not (received, then a crash
+ * or a stop before the worker wrote them) go back to the worker: otherwise
+ * the archive would claim them and anti-entropy would never fetch them.
+ */
+static int swarm_requeue_archived(swd_swarm *s, sw_state *st)
+{
+    swarm_requeue r = {.s = s, .st = st};
+    size_t n = sw_archive_origin_count(s->archive);
+    for (size_t i = 0; i < n && r.rc == 0; i++) {
+        uint8_t origin[SW_ID_BYTES];
+        sw_archive_origin_at(s->archive, i, origin);
+        if (memcmp(origin, s->self, SW_ID_BYTES) == 0) continue;
+        uint64_t from = sw_ledger_prefix(st->ledger, origin);
+        while (r.rc == 0) {
+            size_t got = 0;
+            sw_diag d = {{0}};
+            r.next = from;
+            int rc = sw_archive_fetch(s->archive, origin, from, SWD_SWARM_AE_MAX_STEPS,
+                                      SWD_WIRE_MAX_UPDATES_BATCHES, SIZE_MAX, swarm_requeue_entry,
+                                      &r, &got, &d);
+            if (rc != 0 || got == 0 || r.next <= from) break;
+            from = r.next;
+        }
+    }
+    if (r.queued)
+        swd_log(SWD_LOG_INFO, "archived updates the ledger lacked queued again", "updates=%" PRIu64,
+                r.queued);
+    return r.rc;
+}
+
 /* ------------------------------------------------------------ bans */
 
 static void swarm_ban(swd_swarm *s, const uint8_t origin[SW_ID_BYTES], uint64_t step,
@@ -485,9 +551,16 @@ static void swarm_take_batch(swd_swarm *s, const swd_msg *m, const uint8_t *env,
             swarm_drop(s, SWD_DROP_EQUIVOCATION, origin);
             swarm_ban_updates(s, &c.held, &c.got, c.held_env, c.held_len, env, env_len);
             free(c.held_env);
-        } else {
-            swarm_drop(s, SWD_DROP_DUPLICATE, origin);
+            return;
         }
+        /* Archived is not ledgered: a crash or a stop can come between the
+         * two.  Only what the worker holds is a duplicate; the rest goes to
+         * the worker again (it deduplicates against the ledger). */
+        if (b->first_step + b->n <= swarm_vv_prefix(&s->vv, origin)) {
+            swarm_drop(s, SWD_DROP_DUPLICATE, origin);
+            return;
+        }
+        if (swd_worker_push_updates(s->wk, u, b->n) != 0) swarm_drop(s, SWD_DROP_BACKLOG, origin);
         return;
     }
     /* Nothing new below what the worker holds: a duplicate too. */
@@ -563,6 +636,7 @@ static void swarm_request(swd_swarm *s, swarm_req_kind kind, const char *addr, c
 /* Anti-entropy: asks p for the origins it holds more of than we do. */
 static void swarm_repair_from(swd_swarm *s, const swd_peer *p)
 {
+    if (s->left) return; /* leaving: ask for nothing more */
     if (!p->has_announce || !p->sync_addr[0] || p->banned) return;
     if (p->state != SWD_PEER_ALIVE) return;
     for (size_t i = 0; i < p->n_vv; i++) {
@@ -893,10 +967,14 @@ static void swarm_on_sync_req(swd_swarm *s, swd_net_event *ev)
             swarm_subscribe_all(s);
         }
         break;
-    case SWD_MSG_GET_UPDATES:
-        swarm_seen(s, m.sender);
+    case SWD_MSG_GET_UPDATES: {
+        /* A request proves liveness, but a peer that left stays left (its
+         * last requests may still arrive after its Leave). */
+        const swd_peer *q = swd_members_find(s->members, m.sender);
+        if (!q || q->state != SWD_PEER_LEFT) swarm_seen(s, m.sender);
         swarm_serve_get_updates(s, ev->id, &m.u.get_updates);
         break;
+    }
     case SWD_MSG_GET_SNAPSHOT:
         swarm_serve_snapshot(s, ev->id, &m.u.get_snapshot);
         break;
@@ -1476,6 +1554,7 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
     if (ai.truncated_bytes)
         swd_log(SWD_LOG_WARN, "archive: torn tail truncated", "bytes=%" PRIu64, ai.truncated_bytes);
     if ((rc = swarm_refill_own(s, st)) != 0) goto fail_diag;
+    if ((rc = swarm_requeue_archived(s, st)) != 0) goto fail_diag;
 
     char control[SW_STATE_PATH_MAX];
     if (cfg->control && cfg->control[0])

@@ -108,10 +108,18 @@ def node_cfg(root, name, bootstrap, data, seed, **train):
     return cfg
 
 
+def status_of(node, timeout=10):
+    """The node's status; fails at once when its process has exited."""
+    s = nu.status(node.state_dir, timeout=timeout)
+    if s is None and node.proc.poll() is not None:
+        fail(f"{node.root}: swarmd exited with {node.proc.returncode}", node)
+    return s
+
+
 def start(root, name, cfg):
     node = nu.Node(os.path.join(root, name), cfg)
     node.start(until_done=False)
-    if not nu.wait_until(lambda: nu.status(node.state_dir) is not None, 120, every=0.2):
+    if not nu.wait_until(lambda: status_of(node) is not None, 120, every=0.2):
         fail(f"node {name} does not answer swarmctl status", node)
     return node
 
@@ -155,7 +163,7 @@ def wire_cost(root, shards, pb):
     first = last = None
     t_end = time.monotonic() + 900
     while time.monotonic() < t_end:
-        sts = [nu.status(n.state_dir) for n in nodes]
+        sts = [status_of(n) for n in nodes]
         if all(sts):
             steps = [s["node"]["step"] for s in sts]
             if first is None and min(steps) >= lo and max(steps) < hi:
@@ -167,8 +175,14 @@ def wire_cost(root, shards, pb):
     if first is None or last is None:
         fail("no steady-state window (all nodes past step %d, none past %d)" % (lo, hi), *nodes)
     dirs = [n.state_dir for n in nodes]
-    done = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                  else None)(nu.converged(dirs)), 900, every=0.5)
+    def all_done():
+        for n in nodes:
+            if n.proc.poll() is not None:
+                fail(f"{n.root}: swarmd exited with {n.proc.returncode}", n)
+        s = nu.converged(dirs)
+        return s if s and all(x["node"]["state"] == "done" for x in s) else None
+
+    done = nu.wait_until(all_done, 900, every=0.5)
     if not done:
         fail("the three nodes do not reach max_steps and one version vector", *nodes)
     time.sleep(1.5)  # the founder's last announces
@@ -222,15 +236,14 @@ def catch_up(root, label, founder, mode, data, threads, train):
     target = fst["model"]["version_vector"]
     cfg = node_cfg(root, f"{label}-{mode}", nu.sync_addr(founder.cfg), data, 7, threads=threads,
                    **train)
+    cfg["model"]["path"] = founder.cfg["model"]["path"]
     cfg["node"].update({"catch_up": mode, "batch_max_steps": 1024, "batch_max_ms": 3600000})
     node = nu.Node(os.path.join(root, f"{label}-{mode}"), cfg)
     node.start(until_done=False)
 
     def caught_up():
-        s = nu.status(node.state_dir, timeout=5)
+        s = status_of(node, timeout=5)
         if s is None:
-            if node.proc.poll() is not None:
-                fail(f"joiner ({mode}) exited with {node.proc.returncode}", node)
             return None
         vv = s["model"]["version_vector"]
         return s if all(vv.get(o) == c for o, c in target.items()) else None
@@ -280,7 +293,7 @@ def main():
     rows = []
     # 2a: part 1's founder, restarted alone; its stop checkpoint holds its whole ledger
     founder.start(until_done=False)
-    if not nu.wait_until(lambda: nu.status(founder.state_dir) is not None, 120, every=0.2):
+    if not nu.wait_until(lambda: status_of(founder) is not None, 120, every=0.2):
         fail("the restarted founder does not answer", founder)
     fst = nu.status(founder.state_dir)
     small = {"batch_size": 4, "seq_len": 64}
@@ -302,7 +315,7 @@ def main():
     st = nu.wait_until(lambda: (lambda s: s if s and s["node"]["state"] == "done" and
                                 s["net"]["updates_out"] == STEPS_124M and
                                 s["ledger"]["checkpoint_updates"] == STEPS_124M else None)(
-                                    nu.status(big_founder.state_dir)), 900, every=0.5)
+                                    status_of(big_founder)), 900, every=0.5)
     if not st:
         fail("the 124M founder does not finish", big_founder)
     t_train = time.monotonic() - t0

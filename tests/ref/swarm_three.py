@@ -10,7 +10,7 @@ Then a fourth node joins after the others are done and catches up by
 downloading a snapshot (the founder's newest checkpoint, digest-checked, and
 the origin-signed updates it holds) and replaying the rest, ending identical; and a joiner whose
 configuration sets a different learning rate is refused with exit code 2
-and a message naming the key.
+and a message naming the key, and so is one with another base model.
 """
 import json
 import os
@@ -98,6 +98,23 @@ def main():
     check(rc == 2, "a joiner with another lr exits 2", text[-2000:])
     check("[train] lr" in text and "0.0001" in text, "its error names [train] lr and the swarm's value",
           text[-2000:])
+
+    # a joiner whose base model differs (same architecture, other weights) is refused
+    other = os.path.join(root, "other-model")
+    rc, _, err = nu.swarmctl("model", "init", other, "--layers", "4", "--heads", "4", "--embd",
+                             "128", "--ctx", "256", "--vocab", "50257", "--tokenizer",
+                             nu.FIXTURE_MODEL, "--seed", "7")
+    if check(rc == 0, "swarmctl model init writes another base model", err):
+        cfg_m = nu.swarm_config(os.path.join(root, "f", "state"), bootstrap=boot, data=shards[0])
+        for k in ("max_steps", "lr", "eps"):
+            cfg_m["train"].pop(k)
+        cfg_m["model"]["path"] = other
+        badm = nu.Node(os.path.join(root, "f"), cfg_m)
+        rc, _ = badm.run(timeout=60)
+        text = badm.log_text()
+        check(rc == 2, "a joiner with another base model exits 2", text[-2000:])
+        check("[model] path" in text and "digest" in text,
+              "its error names [model] path and the digests", text[-2000:])
 
     # graceful stop of everyone; then the exports must be byte-identical
     for n in nodes:
