@@ -46,6 +46,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,22 +80,67 @@ def compile_proto(tmp):
     return swarm_pb2
 
 
-def read_msgpack_bins(path):
-    """The messages nngcat --format msgpack wrote: a sequence of msgpack bin
-    objects (bin8 0xc4, bin16 0xc5, bin32 0xc6, big-endian lengths)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out, i = [], 0
-    widths = {0xc4: 1, 0xc5: 2, 0xc6: 4}
-    while i < len(data):
-        w = widths.get(data[i])
-        if w is None or i + 1 + w > len(data):
-            fail(f"{path}: not a msgpack bin at byte {i}")
-        n = int.from_bytes(data[i + 1:i + 1 + w], "big")
-        if i + 1 + w + n > len(data):
-            break  # a message cut by the capture's end
-        out.append(data[i + 1 + w:i + 1 + w + n])
-        i += 1 + w + n
+class Capture:
+    """Every message a node publishes, timestamped: nngcat subscribed to its
+    PUB with --format msgpack (one msgpack bin object per message, so the
+    boundaries are exact), read by a thread as it arrives."""
+
+    def __init__(self, url):
+        self.msgs = []  # (monotonic seconds, message bytes)
+        self.proc = subprocess.Popen(["nngcat", "--sub", "--dial", url, "--subscribe", "",
+                                      "--format", "msgpack"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        nu._children.append(self.proc)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        time.sleep(0.3)
+        if self.proc.poll() is not None:
+            fail(f"nngcat --dial {url} exited: {self.proc.stderr.read().decode(errors='replace')}")
+
+    def _read(self):
+        buf = b""
+        widths = {0xc4: 1, 0xc5: 2, 0xc6: 4}  # bin8, bin16, bin32; big-endian lengths
+        while True:
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                return
+            t = time.monotonic()
+            buf += chunk
+            while buf:
+                w = widths.get(buf[0])
+                if w is None:
+                    self.bad = buf[:16]
+                    return
+                if len(buf) < 1 + w:
+                    break
+                n = int.from_bytes(buf[1:1 + w], "big")
+                if len(buf) < 1 + w + n:
+                    break
+                self.msgs.append((t, buf[1 + w:1 + w + n]))
+                buf = buf[1 + w + n:]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        nu._children.remove(self.proc)
+        self.thread.join(timeout=10)
+        if getattr(self, "bad", None) is not None:
+            fail(f"nngcat wrote something other than msgpack bin objects: {self.bad!r}")
+
+
+def tally(pb, msgs, t0=None, t1=None):
+    """{kind: [messages, envelope bytes, updates]} of the messages in [t0, t1)."""
+    out = {}
+    for t, m in msgs:
+        if t0 is not None and not t0 <= t < t1:
+            continue
+        body = pb.Body.FromString(pb.Envelope.FromString(m).body)
+        kind = body.WhichOneof("msg")
+        c = out.setdefault(kind, [0, 0, 0])
+        c[0] += 1
+        c[1] += len(m)
+        if kind == "batch":
+            c[2] += len(body.batch.q)
     return out
 
 
@@ -142,21 +188,14 @@ def wire_cost(root, shards, pb):
     fcfg["node"].update(keys)
     founder = start(root, "a", fcfg)
     nodes.append(founder)
-    cap_path = os.path.join(root, "a-pub.msgpack")
-    cap_file = open(cap_path, "wb")
-    cap = subprocess.Popen(["nngcat", "--sub", "--dial", fcfg["node"]["listen"], "--subscribe", "",
-                            "--format", "msgpack"], stdout=cap_file, stderr=subprocess.PIPE)
-    cap_file.close()
-    nu._children.append(cap)
-    time.sleep(0.3)
-    if cap.poll() is not None:
-        fail(f"nngcat exited: {cap.stderr.read().decode(errors='replace')}")
+    caps = {"a": Capture(fcfg["node"]["listen"])}
     for i, name in enumerate("bc"):
         cfg = node_cfg(root, name, nu.sync_addr(fcfg), shards[i + 1], i + 2, batch_size=4,
                        seq_len=64)
         cfg["node"].update(keys)
         nodes.append(start(root, name, cfg))
-    b = nodes[1]
+        if name == "c":
+            caps["c"] = Capture(cfg["node"]["listen"])
 
     # steady state: every node past its first batches, none near its end
     lo, hi = BATCH_STEPS + 16, STEPS - BATCH_STEPS - 16
@@ -175,6 +214,7 @@ def wire_cost(root, shards, pb):
     if first is None or last is None:
         fail("no steady-state window (all nodes past step %d, none past %d)" % (lo, hi), *nodes)
     dirs = [n.state_dir for n in nodes]
+
     def all_done():
         for n in nodes:
             if n.proc.poll() is not None:
@@ -187,41 +227,36 @@ def wire_cost(root, shards, pb):
         fail("the three nodes do not reach max_steps and one version vector", *nodes)
     time.sleep(1.5)  # the founder's last announces
     a_st = nu.status(founder.state_dir)
-    cap.send_signal(signal.SIGTERM)
-    cap.wait(timeout=10)
-    nu._children.remove(cap)
+    for c in caps.values():
+        c.stop()
     stop(nodes)
 
-    kinds = {}
-    batch_bytes = batch_updates = full = 0
-    for m in read_msgpack_bins(cap_path):
-        env = pb.Envelope.FromString(m)
-        body = pb.Body.FromString(env.body)
-        kind = body.WhichOneof("msg")
-        c = kinds.setdefault(kind, [0, 0])
-        c[0] += 1
-        c[1] += len(m)
-        if kind == "batch":
-            batch_bytes += len(m)
-            batch_updates += len(body.batch.q)
-            full += len(body.batch.q) == BATCH_STEPS
-    n_batches = kinds.get("batch", [0, 0])[0]
+    kinds = tally(pb, caps["a"].msgs)
+    n_batches, batch_bytes, batch_updates = kinds.get("batch", [0, 0, 0])
     if batch_updates != a_st["net"]["updates_out"] or n_batches != a_st["net"]["batches_out"]:
         fail(f"capture: {n_batches} batches / {batch_updates} updates, but the founder's status "
              f"says {a_st['net']['batches_out']} / {a_st['net']['updates_out']}")
+    full = sum(1 for _, m in caps["a"].msgs
+               if len(pb.Body.FromString(pb.Envelope.FromString(m).body).batch.q) == BATCH_STEPS)
     (t0, s0), (t1, s1) = first, last
     d = {k: s1["net"][k] - s0["net"][k] for k in ("bytes_in", "msgs_in", "updates_in")}
+    # what b's SUB socket took in over the window: a's and c's PUB messages
+    sub = {}
+    for c in ("a", "c"):
+        for kind, v in tally(pb, caps[c].msgs, t0, t1).items():
+            w = sub.setdefault(kind, [0, 0, 0])
+            for j in range(3):
+                w[j] += v[j]
     fig = {
         "batches": n_batches, "full_batches": full, "updates": batch_updates,
         "batch_bytes": batch_bytes,
         "per_update": (batch_bytes + FRAME * n_batches) / batch_updates,
         "per_update_noframe": batch_bytes / batch_updates,
-        "kinds": kinds,
+        "kinds": kinds, "capture_s": caps["a"].msgs[-1][0] - caps["a"].msgs[0][0],
         "window_s": t1 - t0, "window_steps": (s0["node"]["step"], s1["node"]["step"]),
-        "in": d,
+        "in": d, "sub": sub,
         "in_per_update": (d["bytes_in"] + FRAME * d["msgs_in"]) / d["updates_in"],
         "in_per_update_noframe": d["bytes_in"] / d["updates_in"],
-        "ledger": done[0]["ledger"]["updates"],
     }
     return fig, founder
 
@@ -328,21 +363,36 @@ def main():
     print(f"## Wire cost: 3 nodes, fixture model, batch 4 x 64 tokens, max_steps {STEPS}, "
           f"batch_max_steps {BATCH_STEPS}, heartbeat_ms 1000, loopback")
     print()
-    print("| stream | messages | updates | bytes | bytes/update (+8 B/msg framing) | without framing |")
+    w = wire
+    i = w["in"]
+    nu_in = i["updates_in"]
+
+    def row(name, msgs, updates, nbytes, per):
+        framed = (nbytes + FRAME * msgs) / per
+        print(f"| {name} | {msgs} | {updates} | {nbytes} | {framed:.2f} | {nbytes / per:.2f} |")
+
+    print("| stream | messages | updates | bytes | B/update incl. 8 B/msg framing | "
+          "B/update without |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| (a) founder's PUB: batch envelopes ({wire['full_batches']} of {wire['batches']} "
-          f"full) | {wire['batches']} | {wire['updates']} | {wire['batch_bytes']} | "
-          f"{wire['per_update']:.3f} | {wire['per_update_noframe']:.3f} |")
-    i = wire["in"]
-    print(f"| (b) node b, all swarm sockets in, steady state ({wire['window_s']:.0f} s, its steps "
-          f"{wire['window_steps'][0]}..{wire['window_steps'][1]}) | {i['msgs_in']} | "
-          f"{i['updates_in']} | {i['bytes_in']} | {wire['in_per_update']:.3f} | "
-          f"{wire['in_per_update_noframe']:.3f} |")
-    others = ", ".join(f"{k} {c[0]} x {c[1] / c[0]:.0f} B" for k, c in sorted(wire["kinds"].items()))
+    row(f"(a) a's PUB, batch envelopes ({w['full_batches']} of {w['batches']} full), whole run",
+        w["batches"], w["updates"], w["batch_bytes"], w["updates"])
+    row(f"(b) b, all swarm sockets in, steady state {w['window_s']:.1f} s (b's steps "
+        f"{w['window_steps'][0]}..{w['window_steps'][1]})", i["msgs_in"], nu_in, i["bytes_in"],
+        nu_in)
+    sub_msgs = sub_bytes = 0
+    for kind, (m, nb, u) in sorted(w["sub"].items()):
+        row(f"&nbsp;&nbsp;of which a's + c's PUB: {kind} (nngcat, same window)", m, u or "-", nb,
+            nu_in)
+        sub_msgs += m
+        sub_bytes += nb
+    row("&nbsp;&nbsp;of which sync + REQ (the rest: anti-entropy)", i["msgs_in"] - sub_msgs, "-",
+        i["bytes_in"] - sub_bytes, nu_in)
     print()
-    print(f"Founder's PUB over the whole run, by kind (count x mean envelope bytes): {others}.")
-    print(f"(b)/(a) = {wire['in_per_update'] / wire['per_update']:.2f}: node b takes in two "
-          "peers' announces/heartbeats and anti-entropy besides their batches.")
+    kinds = ", ".join(f"{k} {c[0]} x {c[1] / c[0]:.0f} B" for k, c in sorted(w["kinds"].items()))
+    print(f"a's PUB over the whole run ({w['capture_s']:.0f} s), count x mean envelope bytes: "
+          f"{kinds}.  b received {nu_in / w['window_s']:.1f} updates/s and "
+          f"{(i['bytes_in'] + FRAME * i['msgs_in']) / w['window_s']:.0f} B/s in the window; "
+          f"(b)/(a) = {w['in_per_update'] / w['per_update']:.1f}.")
     print()
     print(f"## Catch-up of a new joiner (124M founder: {STEPS_124M} steps, batch 1 x 16 tokens, "
           f"2 threads, trained in {t_train:.0f} s incl. load)")
