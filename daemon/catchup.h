@@ -37,9 +37,13 @@
 #include "update.h"
 #include "wire.h"
 
-/* Parameter-updates per second per thread a fused replay achieves (bench_apply, K = 64). */
-#define SWD_CATCHUP_APPLY_RATE_RADEMACHER 3.0e9
-#define SWD_CATCHUP_APPLY_RATE_GAUSSIAN 1.0e9
+/*
+ * Parameter-updates per second per thread a joiner's replay achieves.  The
+ * fused sweep alone does 3-4e9 (bench_apply, K = 64, rademacher); a joiner
+ * also fetches, ledgers and trains meanwhile: bench_swarm measured 0.5-1.5e9.
+ */
+#define SWD_CATCHUP_APPLY_RATE_RADEMACHER 1.0e9
+#define SWD_CATCHUP_APPLY_RATE_GAUSSIAN 0.4e9
 /* Assumed link rate for a snapshot download, bytes per second (100 Mbit/s). */
 #define SWD_CATCHUP_LINK_RATE 12.5e6
 #define SWD_CATCHUP_TIMEOUT_MS 15000

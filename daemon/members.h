@@ -75,7 +75,8 @@ typedef struct swd_peer {
     uint64_t tokens_ms;
 
     bool banned;
-    bool subscribed; /* the caller's: SUB dialed to pub_addr */
+    bool subscribed;            /* the caller's: SUB dialed to pub_addr */
+    uint64_t ae_quiet_until_ms; /* the caller's: do not ask it for updates before this */
 } swd_peer;
 
 typedef struct swd_members_opts {

@@ -85,6 +85,12 @@ static void setup_spec_value(const sw_runspec *rs, const char *key, char *buf, s
     else if (strcmp(key, "base_model") == 0) {
         sw_digest_hex(rs->base_digest, hex);
         snprintf(buf, size, "digest %s", hex);
+    } else if (strncmp(key, "arch.", 5) == 0) {
+        snprintf(buf, size,
+                 "architecture n_layer=%d n_head=%d n_embd=%d n_positions=%d vocab_size=%d "
+                 "tied=%s",
+                 rs->arch.n_layer, rs->arch.n_head, rs->arch.n_embd, rs->arch.n_positions,
+                 rs->arch.vocab_size, rs->arch.tie_word_embeddings ? "true" : "false");
     } else
         snprintf(buf, size, "(see runspec.json)");
 }

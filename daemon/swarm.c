@@ -639,6 +639,7 @@ static void swarm_repair_from(swd_swarm *s, const swd_peer *p)
     if (s->left) return; /* leaving: ask for nothing more */
     if (!p->has_announce || !p->sync_addr[0] || p->banned) return;
     if (p->state != SWD_PEER_ALIVE) return;
+    if (swarm_now_ms() < p->ae_quiet_until_ms) return; /* it had nothing for us lately */
     for (size_t i = 0; i < p->n_vv; i++) {
         const swd_vv_entry *e = &p->vv[i];
         if (memcmp(e->origin, s->self, SW_ID_BYTES) == 0) continue;
@@ -752,6 +753,12 @@ static void swarm_announce(swd_swarm *s)
     a->members = members;
     a->n_members = swarm_member_list(s, members, SWD_WIRE_MAX_MEMBERS, false);
     if (swarm_vv_entries(&s->vv, &a->vv, &a->n_vv) != 0) return;
+    /* Our own updates count only once published (archived): peers would ask
+     * for the rest and get nothing. */
+    uint64_t published = sw_archive_prefix(s->archive, s->self);
+    for (size_t i = 0; i < a->n_vv; i++)
+        if (memcmp(a->vv[i].origin, s->self, SW_ID_BYTES) == 0 && a->vv[i].count > published)
+            a->vv[i].count = published;
     if (s->digest_gen) {
         a->has_digest = true;
         memcpy(a->digest, s->digest, SW_ID_BYTES);
@@ -1054,6 +1061,13 @@ static void swarm_on_reply(swd_swarm *s, swd_net_event *ev)
         if (swarm_have(s, req.origin) > before) {
             s->ae_progress_ms = swarm_now_ms();
             if (p) swarm_repair_from(s, p);
+        } else if (p) {
+            /* It claimed more than it could serve (not yet archived, or lost
+             * in a crash): ask others, and it again only after a while. */
+            swd_peer *q = swd_members_find(s->members, req.peer);
+            if (q)
+                q->ae_quiet_until_ms =
+                    swarm_now_ms() + SWD_SWARM_ANNOUNCE_EVERY * (uint64_t)s->cfg->heartbeat_ms;
         }
     } else if (req.kind == REQ_HELLO) {
         if (m.type == SWD_MSG_WELCOME) s->welcomed = true;
@@ -1367,7 +1381,11 @@ void swd_swarm_on_cron(swd_swarm *s)
         uint64_t limit =
             swd_members_pace(s->members, my_step, (uint64_t)s->cfg->max_staleness,
                              (uint64_t)s->cfg->lag_timeout_ms, swarm_held_steps, s, now);
-        swd_worker_set_step_limit(s->wk, limit == UINT64_MAX ? UINT64_MAX : limit + 1);
+        uint64_t excl = limit == UINT64_MAX ? UINT64_MAX : limit + 1;
+        swd_worker_set_step_limit(s->wk, excl);
+        /* Held back: the peers we wait for may be waiting for our pending
+         * updates as well; publish them now rather than at batch_max_ms. */
+        if (my_step >= excl && s->n_pend) swarm_flush_own(s, true);
     }
 }
 

@@ -16,7 +16,10 @@ to catch up by replay and by snapshot, measured in the same run.
        SUB, sync REP and REQ sockets) per net.updates_in, between two status
        samples while all three train (not from startup), with and without
        8 bytes per message (net.msgs_in) of framing.  It includes the other
-       nodes' announces and heartbeats and the anti-entropy exchanges.
+       nodes' announces and heartbeats and the anti-entropy exchanges: the
+       PUB sockets of a and c are captured too (same window, timestamped as
+       read), which splits b's intake into their batches, their announces,
+       and the rest (b's sync REP requests and REQ replies).
 2. Catch-up of a new joiner with catch_up = replay, then = snapshot (forced),
    each against the same founder state: time from the joiner's start to the
    first status poll (every 0.2 s) at which it has applied every update the
@@ -276,10 +279,14 @@ def catch_up(root, label, founder, mode, data, threads, train):
     node = nu.Node(os.path.join(root, f"{label}-{mode}"), cfg)
     node.start(until_done=False)
 
+    up = []
+
     def caught_up():
         s = status_of(node, timeout=5)
         if s is None:
             return None
+        if not up:
+            up.append(time.monotonic() - node.started_at)
         vv = s["model"]["version_vector"]
         return s if all(vv.get(o) == c for o, c in target.items()) else None
 
@@ -298,7 +305,7 @@ def catch_up(root, label, founder, mode, data, threads, train):
     used_snapshot = "snapshot: downloaded and verified" in text
     if used_snapshot != (mode == "snapshot"):
         fail(f"joiner ({mode}): snapshot used = {used_snapshot}", node)
-    return {"t": t, "plan": plan, "own_steps": s["node"]["step"]}
+    return {"t": t, "up": up[0], "plan": plan, "own_steps": s["node"]["step"]}
 
 
 def model_124m(root):
@@ -397,16 +404,20 @@ def main():
     print(f"## Catch-up of a new joiner (124M founder: {STEPS_124M} steps, batch 1 x 16 tokens, "
           f"2 threads, trained in {t_train:.0f} s incl. load)")
     print()
-    print("| model | founder ledger / checkpoint updates | catch_up | measured s | plan: replay_s | "
-          "plan: snapshot_s | snapshot MB | auto would pick | joiner's own steps meanwhile |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |")
+    print("| model | founder ledger / checkpoint updates | catch_up | measured s | "
+          "(status up at s) | plan: replay_s | plan: snapshot_s | snapshot MB | "
+          "auto would pick | joiner's own steps meanwhile |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for label, ledger, mode, r in rows:
         p = r["plan"]
         auto = "snapshot" if 0 <= p["snapshot_s"] < p["replay_s"] else "replay"
         print(f"| {label} | {ledger['updates']} / {ledger['checkpoint_updates']} | {mode} | "
-              f"{r['t']:.2f} | {p['replay_s']:.3g} | {p['snapshot_s']:.3g} | "
+              f"{r['t']:.2f} | {r['up']:.2f} | {p['replay_s']:.3g} | {p['snapshot_s']:.3g} | "
               f"{p['snapshot_bytes'] / 1e6:.0f} | {auto} | {r['own_steps']} |")
     print()
+    print("measured: from the joiner's start to the first 0.2 s status poll at which it has "
+          "applied every update the founder holds; status up: its first answer (model loaded, "
+          "snapshot downloaded if any).")
     for label in ("fixture 7.3M", "gpt2 124M"):
         t = {mode: r["t"] for lab, _, mode, r in rows if lab == label}
         p = next(r["plan"] for lab, _, _, r in rows if lab == label)

@@ -336,18 +336,35 @@ static void test_queue_bound(void **state)
     swd_net_event *ev = swd_net_drain(b);
     swd_net_get_stats(b, &s1); /* more may land while we count: compare against both */
     size_t n = 0, bytes = 0;
+    bool only_sub = true;
     while (ev != NULL) {
         swd_net_event *next = ev->next;
-        assert_int_equal(ev->kind, SWD_NET_SUB_MSG);
+        only_sub &= ev->kind == SWD_NET_SUB_MSG;
         n++;
         bytes += ev->len;
         swd_net_event_free(ev);
         ev = next;
     }
+    /* A message counted in s0 may still be on its way into the queue (the
+     * callback counts it, then queues it): collect those stragglers too. */
+    size_t late = 0;
+    for (int i = 0; i < 20; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        for (ev = swd_net_drain(b); ev != NULL;) {
+            swd_net_event *next = ev->next;
+            late++;
+            swd_net_event_free(ev);
+            ev = next;
+        }
+    }
+    swd_net_stats s2;
+    swd_net_get_stats(b, &s2);
+    assert_true(only_sub);
     assert_true(bytes <= SWD_NET_QUEUE_MAX_BYTES);
     assert_true(bytes + big > SWD_NET_QUEUE_MAX_BYTES); /* it was full, give or take one */
     /* every message that arrived was either queued or counted as dropped */
-    assert_true(drained_before + n + s1.queue_dropped >= s0.msgs_in);
+    assert_true(drained_before + n + late + s2.queue_dropped >= s0.msgs_in);
     assert_true(drained_before + n + s0.queue_dropped <= s1.msgs_in);
     assert_true(s1.queue_dropped >= 1);
 }
