@@ -100,37 +100,6 @@ static bool archive_fields_ok(uint64_t first_step, uint32_t n_steps, uint64_t le
 
 /* ---- I/O helpers ---- */
 
-static int archive_pread_all(int fd, uint8_t *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return sw_error_from_errno(errno);
-        }
-        if (r == 0) return SW_ETRUNCATED;
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static int archive_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t r = pwrite(fd, p, n, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return sw_error_from_errno(errno);
-        }
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /* ---- the index ---- */
 
 static archive_origin *archive_find(const sw_archive *a, const uint8_t origin[SW_ID_BYTES],
@@ -257,7 +226,7 @@ static int archive_reader_get(archive_reader *r, uint64_t off, size_t n, const u
     uint64_t avail = r->file_size - off;
     size_t want = avail < ARCHIVE_SCAN_BYTES ? (size_t)avail : ARCHIVE_SCAN_BYTES;
     SW_ASSERT(n <= want);
-    int rc = archive_pread_all(r->fd, r->buf, want, off);
+    int rc = sw_pread_all(r->fd, r->buf, want, off);
     if (rc != 0) return rc;
     r->start = off;
     r->len = want;
@@ -351,7 +320,7 @@ static int archive_create(const char *path, const uint8_t run_id[SW_ID_BYTES], s
         int err = errno;
         return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
     }
-    int rc = archive_pwrite_all(fd, h, sizeof h, 0);
+    int rc = sw_pwrite_all(fd, h, sizeof h, 0);
     if (rc == 0 && fsync(fd) != 0) rc = sw_error_from_errno(errno);
     if (close(fd) != 0 && rc == 0) rc = sw_error_from_errno(errno);
     if (rc == 0 && link(tmp, path) != 0) rc = sw_error_from_errno(errno);
@@ -371,7 +340,7 @@ static int archive_check_header(const sw_archive *a, const uint8_t run_id[SW_ID_
         return sw_diag_set(diag, SW_ETRUNCATED,
                            "%s: %" PRIu64 " bytes, shorter than the %d-byte archive header", path,
                            file_size, SW_ARCHIVE_HEADER_BYTES);
-    int rc = archive_pread_all(a->fd, h, sizeof h, 0);
+    int rc = sw_pread_all(a->fd, h, sizeof h, 0);
     if (rc != 0) return sw_diag_set(diag, rc, "%s: reading the header: %s", path, sw_strerror(rc));
     if (memcmp(h, ARCHIVE_MAGIC, 8) != 0)
         return sw_diag_set(diag, SW_EFORMAT, "%s: not a swarmtune archive (bad magic)", path);
@@ -543,7 +512,7 @@ static int archive_read_entry(const sw_archive *a, const uint8_t origin[SW_ID_BY
 {
     const size_t total = ARCHIVE_ENTRY_HEAD + (size_t)e->len + ARCHIVE_SUM_BYTES;
     uint8_t *p = a->buf;
-    int rc = archive_pread_all(a->fd, p, total, e->offset);
+    int rc = sw_pread_all(a->fd, p, total, e->offset);
     if (rc == SW_ETRUNCATED)
         return sw_diag_set(diag, SW_EFORMAT,
                            "%s: entry at offset %" PRIu64 " is cut short (changed since open)",

@@ -149,3 +149,34 @@ int sw_file_copy(const char *src, const char *dst, size_t max_bytes, sw_diag *di
     free(buf);
     return rc;
 }
+
+int sw_pread_all(int fd, uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return sw_error_from_errno(errno);
+        }
+        if (r == 0) return SW_ETRUNCATED;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int sw_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+        ssize_t r = pwrite(fd, p, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return sw_error_from_errno(errno);
+        }
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}

@@ -10,6 +10,7 @@
 #define SW_FILEIO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sw_error.h"
 
@@ -35,6 +36,13 @@ int sw_mkdir(const char *path, int mode, sw_diag *diag);
 
 /* Joins dir and name into buf ("dir/name"); SW_ETOOBIG if it does not fit. */
 int sw_path_join(char *buf, size_t size, const char *dir, const char *name);
+
+/*
+ * pread/pwrite of exactly n bytes at off, retrying short transfers and EINTR.
+ * A read that meets the end of the file first is SW_ETRUNCATED.
+ */
+int sw_pread_all(int fd, uint8_t *p, size_t n, uint64_t off);
+int sw_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off);
 
 /* Copies a file atomically (read, then sw_file_write_atomic). */
 int sw_file_copy(const char *src, const char *dst, size_t max_bytes, sw_diag *diag);

@@ -110,37 +110,6 @@ static void ledger_sum(const uint8_t *p, size_t n, uint8_t out[LEDGER_SUM_BYTES]
 
 /* ---- I/O helpers ---- */
 
-static int ledger_pread_all(int fd, uint8_t *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t r = pread(fd, p, n, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return sw_error_from_errno(errno);
-        }
-        if (r == 0) return SW_ETRUNCATED;
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
-static int ledger_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t r = pwrite(fd, p, n, (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return sw_error_from_errno(errno);
-        }
-        p += r;
-        n -= (size_t)r;
-        off += (uint64_t)r;
-    }
-    return 0;
-}
-
 /* ---- the index ---- */
 
 static ledger_origin *ledger_find(const sw_ledger *l, const uint8_t origin[SW_ID_BYTES],
@@ -284,7 +253,7 @@ static int ledger_reader_get(ledger_reader *r, uint64_t off, size_t n, const uin
     uint64_t avail = r->file_size - off;
     size_t want = avail < LEDGER_BUF_BYTES ? (size_t)avail : LEDGER_BUF_BYTES;
     SW_ASSERT(n <= want);
-    int rc = ledger_pread_all(r->l->fd, r->l->buf, want, off);
+    int rc = sw_pread_all(r->l->fd, r->l->buf, want, off);
     if (rc != 0) return rc;
     r->start = off;
     r->len = want;
@@ -414,7 +383,7 @@ static int ledger_create(const char *path, const uint8_t run_id[SW_ID_BYTES], sw
         int err = errno;
         return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
     }
-    int rc = ledger_pwrite_all(fd, h, sizeof h, 0);
+    int rc = sw_pwrite_all(fd, h, sizeof h, 0);
     if (rc == 0 && fsync(fd) != 0) rc = sw_error_from_errno(errno);
     if (close(fd) != 0 && rc == 0) rc = sw_error_from_errno(errno);
     if (rc == 0 && link(tmp, path) != 0) rc = sw_error_from_errno(errno);
@@ -472,7 +441,7 @@ int sw_ledger_open(const char *path, const uint8_t run_id[SW_ID_BYTES], bool rea
                          file_size, SW_LEDGER_HEADER_BYTES);
         goto fail;
     }
-    rc = ledger_pread_all(l->fd, h, sizeof h, 0);
+    rc = sw_pread_all(l->fd, h, sizeof h, 0);
     if (rc != 0) {
         rc = sw_diag_set(diag, rc, "%s: reading the header: %s", path, sw_strerror(rc));
         goto fail;
@@ -604,7 +573,7 @@ int sw_ledger_append(sw_ledger *l, const sw_update *u, size_t k, sw_diag *diag)
         for (size_t i = 0; i < n; i++)
             ledger_encode(&u[done + i], p + LEDGER_REC_HEAD + i * SW_LEDGER_UPDATE_BYTES);
         ledger_sum(p, len - LEDGER_SUM_BYTES, p + len - LEDGER_SUM_BYTES);
-        int rc = ledger_pwrite_all(l->fd, p, len, l->size);
+        int rc = sw_pwrite_all(l->fd, p, len, l->size);
         if (rc == 0 && fsync(l->fd) != 0) rc = sw_error_from_errno(errno);
         if (rc != 0) {
             /* Put the file back to the last durable record; if even that
@@ -680,7 +649,7 @@ int sw_ledger_read(const sw_ledger *l, uint64_t first, sw_update *out, size_t ma
             r2++;
             if (r2 < l->n_records && l->rec_first[r2] >= end) break;
         }
-        int rc = ledger_pread_all(l->fd, l->buf, (size_t)(span_end - off), off);
+        int rc = sw_pread_all(l->fd, l->buf, (size_t)(span_end - off), off);
         if (rc != 0)
             return sw_diag_set(diag, rc, "%s: reading offset %" PRIu64 ": %s", l->path, off,
                                sw_strerror(rc));

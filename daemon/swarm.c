@@ -353,6 +353,22 @@ static int swarm_refill_own(swd_swarm *s, sw_state *st)
     return 0;
 }
 
+/* The updates of a verified batch from origin, each checked against the
+ * run (scale <= max_scale, ...); false when one is not valid. */
+static bool swarm_batch_updates(const swd_swarm *s, const uint8_t origin[SW_ID_BYTES],
+                                const swd_batch *b, sw_update *u)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        memcpy(u[i].origin, origin, SW_ID_BYTES);
+        u[i].step = b->first_step + i;
+        u[i].q = b->q[i];
+        u[i].scale = b->scale;
+        sw_diag d = {{0}};
+        if (sw_update_check(&s->train, &u[i], &d) != 0) return false;
+    }
+    return true;
+}
+
 typedef struct swarm_requeue {
     swd_swarm *s;
     sw_state *st;
@@ -367,20 +383,13 @@ static int swarm_requeue_entry(void *ctx, const uint8_t *bytes, size_t len)
     swd_msg m;
     swd_drop drop;
     if (swd_wire_open(bytes, len, r->s->run_id, &m, &drop) != 0) return 0;
-    if (m.type == SWD_MSG_BATCH) {
-        sw_update u[SWD_WIRE_MAX_BATCH];
-        size_t k = 0;
+    sw_update u[SWD_WIRE_MAX_BATCH];
+    if (m.type == SWD_MSG_BATCH && swarm_batch_updates(r->s, m.sender, &m.u.batch, u)) {
         const swd_batch *b = &m.u.batch;
+        size_t k = 0;
         for (size_t i = 0; i < b->n; i++) {
-            uint64_t step = b->first_step + i;
-            if (step + 1 > r->next) r->next = step + 1;
-            if (sw_ledger_has(r->st->ledger, m.sender, step)) continue;
-            memcpy(u[k].origin, m.sender, SW_ID_BYTES);
-            u[k].step = step;
-            u[k].q = b->q[i];
-            u[k].scale = b->scale;
-            sw_diag d = {{0}};
-            if (sw_update_check(&r->s->train, &u[k], &d) == 0) k++;
+            if (u[i].step + 1 > r->next) r->next = u[i].step + 1;
+            if (!sw_ledger_has(r->st->ledger, m.sender, u[i].step)) u[k++] = u[i];
         }
         if (k && (r->rc = swd_worker_push_updates(r->s->wk, u, k)) == 0) r->queued += k;
     }
@@ -531,16 +540,9 @@ static void swarm_take_batch(swd_swarm *s, const swd_msg *m, const uint8_t *env,
         return;
     }
     sw_update u[SWD_WIRE_MAX_BATCH];
-    for (size_t i = 0; i < b->n; i++) {
-        memcpy(u[i].origin, origin, SW_ID_BYTES);
-        u[i].step = b->first_step + i;
-        u[i].q = b->q[i];
-        u[i].scale = b->scale;
-        sw_diag d = {{0}};
-        if (sw_update_check(&s->train, &u[i], &d) != 0) {
-            swarm_drop(s, SWD_DROP_BAD_UPDATE, origin);
-            return;
-        }
+    if (!swarm_batch_updates(s, origin, b, u)) {
+        swarm_drop(s, SWD_DROP_BAD_UPDATE, origin);
+        return;
     }
     if (sw_archive_covered(s->archive, origin, b->first_step, (uint32_t)b->n)) {
         swarm_cmp c = {.s = s, .b = b, .origin = origin};
