@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "export.h"
 #include "fileio.h"
 
 int swctl_usage_error(const char *path, const char *what, const char *fmt, ...)
@@ -272,19 +273,7 @@ int swctl_read_stdin(char **out, size_t *len, sw_diag *diag)
 
 int swctl_mkdir_p(const char *dir, sw_diag *diag)
 {
-    char buf[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof buf)
-        return sw_diag_set(diag, SW_EINVAL, "'%s': not a usable directory name", dir);
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i < n; i++) {
-        if (buf[i] != '/') continue;
-        buf[i] = '\0';
-        int rc = sw_mkdir(buf, 0755, diag);
-        buf[i] = '/';
-        if (rc != 0) return rc;
-    }
-    return sw_mkdir(buf, 0755, diag);
+    return sw_mkdir_p(dir, diag);
 }
 
 bool swctl_exists(const char *path)

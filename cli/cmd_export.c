@@ -11,7 +11,6 @@
  * written is ignored).  The F32 output is a pure function of the fixed-point
  * weights: equal weights give byte-identical files.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "export.h"
 #include "fileio.h"
 #include "fixed.h"
 #include "gpt2.h"
@@ -27,7 +27,6 @@
 #include "state.h"
 
 #define EXPORT_PATH_MAX 4096
-#define EXPORT_AUX_MAX_BYTES (256u * 1024u * 1024u)
 
 static const char export_usage[] =
     "Usage: swarmctl model export --state-dir DIR --out OUT_DIR [--dtype f32|f16]\n"
@@ -52,43 +51,6 @@ static void export_warn(void *ctx, const char *msg)
 {
     (void)ctx;
     fprintf(stderr, "swarmctl: warning: %s\n", msg);
-}
-
-/* Tokenizer files of the base model worth carrying along (those that exist). */
-static bool export_aux_name(const char *name)
-{
-    static const char *const names[] = {"vocab.json", "merges.txt", "tokenizer.json",
-                                        "tokenizer_config.json", "special_tokens_map.json"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(name, names[i]) == 0) return true;
-    return false;
-}
-
-static int export_copy_tokenizer(const char *src, const char *dst, size_t *copied)
-{
-    DIR *dh = opendir(src);
-    if (!dh) return swctl_fail("%s (the run's base model): %s", src, strerror(errno));
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(dh)) != NULL) {
-        if (!export_aux_name(e->d_name)) continue;
-        char from[EXPORT_PATH_MAX], to[EXPORT_PATH_MAX];
-        struct stat st;
-        if (sw_path_join(from, sizeof from, src, e->d_name) != 0 ||
-            sw_path_join(to, sizeof to, dst, e->d_name) != 0) {
-            rc = swctl_fail("%s: path too long", dst);
-            break;
-        }
-        if (stat(from, &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        sw_diag d = {{0}};
-        if ((rc = sw_file_copy(from, to, EXPORT_AUX_MAX_BYTES, &d)) != 0) {
-            rc = swctl_fail_diag(&d, rc);
-            break;
-        }
-        (*copied)++;
-    }
-    closedir(dh);
-    return rc;
 }
 
 int swctl_model_export(const char *path, int argc, char **argv)
@@ -156,24 +118,13 @@ int swctl_model_export(const char *path, int argc, char **argv)
     sw_fixed_free(w);
     w = NULL;
     size_t copied = 0;
-    if ((rc = swctl_mkdir_p(out, &d)) != 0 || (rc = sw_gpt2_save(m, out, dtype, &d)) != 0) {
-        rc = swctl_fail_diag(&d, rc);
-        goto done;
-    }
-    if ((rc = export_copy_tokenizer(s->base_model_dir, out, &copied)) != 0) goto done;
-
     /* The digest of what a reader of OUT sees (F16 rounds). */
     uint8_t dg[SW_GPT2_DIGEST_BYTES];
     char hex[2 * SW_GPT2_DIGEST_BYTES + 1], run[2 * SW_ID_BYTES + 1];
-    if (dtype != SW_DTYPE_F32) {
-        sw_gpt2_free(m);
-        m = NULL;
-        if ((rc = sw_gpt2_load(out, &m, &d)) != 0) {
-            rc = swctl_fail_diag(&d, rc);
-            goto done;
-        }
+    if ((rc = sw_export_model(m, s->base_model_dir, out, dtype, &copied, dg, &d)) != 0) {
+        rc = swctl_fail_diag(&d, rc);
+        goto done;
     }
-    sw_gpt2_digest(m, dg);
     sw_digest_hex(dg, hex);
     sw_digest_hex(s->train.run_id, run);
     char from[64];
