@@ -164,6 +164,12 @@ static void node_on_async(uv_async_t *h)
     }
 }
 
+/* `swarmctl leave`: the same graceful stop as SIGTERM. */
+static void node_on_leave(void *ctx)
+{
+    node_stop(ctx, "leave");
+}
+
 static void node_on_net(uv_async_t *h)
 {
     swd_node *n = container_of(h, swd_node, net_async);
@@ -342,7 +348,9 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
                                .net_notify = &n.net_async,
                                .version = opts->version,
                                .max_steps = n.max_steps,
-                               .welcome = have_welcome ? &welcome.u.welcome : NULL};
+                               .welcome = have_welcome ? &welcome.u.welcome : NULL,
+                               .on_leave = node_on_leave,
+                               .on_leave_ctx = &n};
         ex = swd_swarm_open(&sp, &n.swarm);
     } else {
         swd_log(SWD_LOG_ERROR, "cannot start the worker", "error=%s", sw_strerror(rc));

@@ -37,6 +37,8 @@ typedef struct swarm_req {
     uint64_t id;
     uint8_t origin[SW_ID_BYTES]; /* GET_UPDATES: whose updates */
     uint8_t peer[SW_ID_BYTES];   /* asked */
+    uint64_t ctl_id;             /* HELLO from `swarmctl join`: the control request to answer */
+    bool has_ctl;
 } swarm_req;
 
 struct swd_swarm {
@@ -64,6 +66,16 @@ struct swd_swarm {
     bool welcomed;           /* a bootstrap member answered our running Hello */
     bool left;               /* Leave published: publish nothing more */
     uint64_t ae_progress_ms; /* when anti-entropy last brought updates */
+    bool paused;             /* `swarmctl pause`: no updates made, everything else goes on */
+    void (*on_leave)(void *ctx);
+    void *on_leave_ctx;
+
+    /* for status and metrics */
+    double loss_hist[SWD_SWARM_LOSS_HISTORY]; /* ring of window means (NaN: no steps) */
+    size_t n_loss_hist, loss_head;
+    uint64_t step_hist[SWD_STEP_BUCKETS + 1];
+    double step_seconds;
+    uint64_t steps_total, updates_made, updates_applied;
     uint64_t announce_seq;
     size_t bootstrap_next;
 
@@ -309,6 +321,7 @@ static void swarm_take_own(swd_swarm *s)
     if (s->n_pend == 0) s->pend_since_ms = swarm_now_ms();
     memcpy(s->pend + s->n_pend, u, n * sizeof *u);
     s->n_pend += n;
+    s->updates_made += n;
     free(u);
     swarm_flush_own(s, false);
 }
@@ -616,23 +629,48 @@ static bool swarm_req_pending_origin(const swd_swarm *s, const uint8_t origin[SW
     return false;
 }
 
-static void swarm_request(swd_swarm *s, swarm_req_kind kind, const char *addr, const swd_msg *m,
-                          const uint8_t origin[SW_ID_BYTES], const uint8_t peer[SW_ID_BYTES])
+/* Sends m to addr; the reply comes back as a REPLY event.  Returns the
+ * slot (NULL when none is free or the request could not be sent). */
+static swarm_req *swarm_request(swd_swarm *s, swarm_req_kind kind, const char *addr,
+                                const swd_msg *m, const uint8_t origin[SW_ID_BYTES],
+                                const uint8_t peer[SW_ID_BYTES])
 {
     swarm_req *r = swarm_req_slot(s);
-    if (!r) return;
+    if (!r) return NULL;
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (swd_wire_seal(m, s->run_id, s->self, s->sk, &buf, &len) != 0) return;
+    if (swd_wire_seal(m, s->run_id, s->self, s->sk, &buf, &len) != 0) return NULL;
     uint64_t id;
     uint32_t timeout = kind == REQ_HELLO ? SWD_SWARM_HELLO_TIMEOUT_MS : SWD_SWARM_AE_TIMEOUT_MS;
-    if (swd_net_request(s->net, addr, buf, len, timeout, &id) == 0) {
-        r->kind = kind;
-        r->id = id;
-        if (origin) memcpy(r->origin, origin, SW_ID_BYTES);
-        if (peer) memcpy(r->peer, peer, SW_ID_BYTES);
-    }
+    int rc = swd_net_request(s->net, addr, buf, len, timeout, &id);
     free(buf);
+    if (rc != 0) return NULL;
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->id = id;
+    if (origin) memcpy(r->origin, origin, SW_ID_BYTES);
+    if (peer) memcpy(r->peer, peer, SW_ID_BYTES);
+    return r;
+}
+
+static void swarm_hello_msg(const swd_swarm *s, swd_msg *m)
+{
+    memset(m, 0, sizeof *m);
+    m->type = SWD_MSG_HELLO;
+    m->context = SWD_CTX_JOIN;
+    snprintf(m->u.hello.pub_addr, sizeof m->u.hello.pub_addr, "%s", s->pub_url);
+    snprintf(m->u.hello.sync_addr, sizeof m->u.hello.sync_addr, "%s", s->sync_url);
+}
+
+static void swarm_reply_json(swd_swarm *s, uint64_t id, json_t *reply)
+{
+    char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+    json_decref(reply);
+    if (text)
+        swd_net_reply(s->net, id, (const uint8_t *)text, strlen(text));
+    else
+        swd_net_reply(s->net, id, NULL, 0);
+    free(text);
 }
 
 /* Anti-entropy: asks p for the origins it holds more of than we do. */
@@ -700,6 +738,7 @@ static swd_peer *swarm_seen(swd_swarm *s, const uint8_t id[SW_ID_BYTES])
 static swd_node_state swarm_node_state(const swd_swarm *s)
 {
     if (s->phase == SWD_PHASE_DONE) return SWD_STATE_DONE;
+    if (s->paused) return SWD_STATE_PAUSED;
     if (s->ae_progress_ms == 0 ||
         swarm_now_ms() - s->ae_progress_ms > 3 * (uint64_t)s->cfg->heartbeat_ms)
         return SWD_STATE_TRAINING;
@@ -761,7 +800,10 @@ static void swarm_announce(swd_swarm *s)
     for (size_t i = 0; i < a->n_vv; i++)
         if (memcmp(a->vv[i].origin, s->self, SW_ID_BYTES) == 0 && a->vv[i].count > published)
             a->vv[i].count = published;
-    if (s->digest_gen) {
+    bool digest_exact = true; /* the wire carries prefixes only */
+    for (size_t i = 0; i < s->digest_vv.n; i++)
+        digest_exact &= s->digest_vv.o[i].n_extra == 0;
+    if (s->digest_gen && digest_exact) {
         a->has_digest = true;
         memcpy(a->digest, s->digest, SW_ID_BYTES);
         if (swarm_vv_entries(&s->digest_vv, &a->digest_vv, &a->n_digest_vv) != 0) {
@@ -1021,9 +1063,11 @@ static void swarm_on_updates_reply(swd_swarm *s, const swd_msg *m)
     }
 }
 
-static void swarm_on_hello_reply(swd_swarm *s, const swd_msg *m)
+/* A Welcome to our running Hello: NULL when taken, else why not. */
+static const char *swarm_on_hello_reply(swd_swarm *s, const swd_msg *m)
 {
-    if (m->type != SWD_MSG_WELCOME) return;
+    if (m->type == SWD_MSG_ERROR) return m->u.error.message[0] ? m->u.error.message : "refused";
+    if (m->type != SWD_MSG_WELCOME) return "the member sent no Welcome";
     uint8_t id[SW_ID_BYTES];
     crypto_generichash(id, SW_ID_BYTES, (const unsigned char *)m->u.welcome.run_spec,
                        m->u.welcome.run_spec_len, NULL, 0);
@@ -1032,10 +1076,12 @@ static void swarm_on_hello_reply(swd_swarm *s, const swd_msg *m)
         swarm_hex(id, hex);
         swd_log(SWD_LOG_ERROR, "a bootstrap member belongs to another run: ignored",
                 "their_run_id=%s", hex);
-        return;
+        return "that member belongs to another run (its run spec differs from this node's)";
     }
     swd_members_gossip(s->members, m->u.welcome.members, m->u.welcome.n_members, swarm_now_ms());
     swarm_subscribe_all(s);
+    s->welcomed = true;
+    return NULL;
 }
 
 static void swarm_on_reply(swd_swarm *s, swd_net_event *ev)
@@ -1046,14 +1092,16 @@ static void swarm_on_reply(swd_swarm *s, swd_net_event *ev)
     if (!r) return;
     swarm_req req = *r;
     r->kind = REQ_NONE;
-    if (ev->error != 0 || !ev->data) return;
     swd_msg m;
+    memset(&m, 0, sizeof m);
     swd_drop drop;
-    if (swd_wire_open(ev->data, ev->len, s->run_id, &m, &drop) != 0) {
+    const char *why = NULL;
+    if (ev->error != 0 || !ev->data) {
+        why = ev->error == SW_ETIMEDOUT ? "no answer (timed out)" : "the request failed";
+    } else if (swd_wire_open(ev->data, ev->len, s->run_id, &m, &drop) != 0) {
         swarm_drop(s, drop, NULL);
-        return;
-    }
-    if (req.kind == REQ_GET_UPDATES && m.type == SWD_MSG_UPDATES) {
+        why = swd_drop_name(drop);
+    } else if (req.kind == REQ_GET_UPDATES && m.type == SWD_MSG_UPDATES) {
         const swd_peer *q = swd_members_find(s->members, m.sender);
         if (!q || q->state != SWD_PEER_LEFT) swarm_seen(s, m.sender);
         uint64_t before = swarm_have(s, req.origin);
@@ -1066,16 +1114,24 @@ static void swarm_on_reply(swd_swarm *s, swd_net_event *ev)
         } else if (p) {
             /* It claimed more than it could serve (not yet archived, or lost
              * in a crash): ask others, and it again only after a while. */
-            swd_peer *q = swd_members_find(s->members, req.peer);
-            if (q)
-                q->ae_quiet_until_ms =
+            swd_peer *q2 = swd_members_find(s->members, req.peer);
+            if (q2)
+                q2->ae_quiet_until_ms =
                     swarm_now_ms() + SWD_SWARM_ANNOUNCE_EVERY * (uint64_t)s->cfg->heartbeat_ms;
         }
     } else if (req.kind == REQ_HELLO) {
-        if (m.type == SWD_MSG_WELCOME) s->welcomed = true;
-        swarm_on_hello_reply(s, &m);
+        why = swarm_on_hello_reply(s, &m);
     } else if (m.type != SWD_MSG_ERROR) {
         swarm_drop(s, SWD_DROP_UNEXPECTED, m.sender);
+    }
+    if (req.has_ctl) {
+        if (why)
+            swarm_reply_json(s, req.ctl_id,
+                             json_pack("{s:s+}", "error", "join refused or failed: ", why));
+        else
+            swarm_reply_json(s, req.ctl_id,
+                             json_pack("{s:b,s:I}", "ok", 1, "members",
+                                       (json_int_t)swd_members_count(s->members)));
     }
     swd_msg_fini(&m);
 }
@@ -1159,6 +1215,127 @@ static const char *swarm_node_state_text(swd_node_state st)
     return swd_node_state_name(st);
 }
 
+/* Does a peer's announced version vector (prefixes) describe exactly ours? */
+static bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ours->n; i++) {
+        if (ours->o[i].n_extra) return false;
+        if (ours->o[i].prefix == 0) continue;
+        bool found = false;
+        for (size_t j = 0; j < n && !found; j++)
+            found = memcmp(e[j].origin, ours->o[i].origin, SW_ID_BYTES) == 0 &&
+                    e[j].count == ours->o[i].prefix;
+        if (!found) return false;
+        k++;
+    }
+    size_t theirs = 0;
+    for (size_t j = 0; j < n; j++)
+        theirs += e[j].count > 0;
+    return theirs == k;
+}
+
+/* The swarm section of the status: lag, agreement, peers by state, warnings. */
+static json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
+{
+    json_t *o = json_object(), *warn = json_array();
+    size_t n = swd_members_count(s->members), by_state[5] = {0};
+    swd_members_count_states(s->members, by_state);
+    uint64_t lag = 0;
+    size_t compared = 0, agree = 0;
+    for (size_t i = 0; i < n; i++) {
+        const swd_peer *p = swd_members_at_const(s->members, i);
+        char hex[SWARM_HEX], line[SW_STATE_PATH_MAX + 256];
+        swarm_hex(p->id, hex);
+        if (p->state == SWD_PEER_ALIVE && p->has_announce &&
+            p->ledger_updates > s->last.ledger_count &&
+            p->ledger_updates - s->last.ledger_count > lag)
+            lag = p->ledger_updates - s->last.ledger_count;
+        if (p->banned) {
+            snprintf(line, sizeof line, "origin %.12s is banned (proof: %s/bans/%s.json)", hex,
+                     s->state_dir, hex);
+            json_array_append_new(warn, json_string(line));
+            continue;
+        }
+        if (p->state == SWD_PEER_SUSPECT) {
+            snprintf(line, sizeof line, "peer %.12s is suspect (last seen %.1f s ago)", hex,
+                     (double)(now - p->last_seen_ms) / 1000.0);
+            json_array_append_new(warn, json_string(line));
+        }
+        if (p->lagging) {
+            snprintf(line, sizeof line, "peer %.12s is lagging (no longer waited for)", hex);
+            json_array_append_new(warn, json_string(line));
+        }
+        if (p->state != SWD_PEER_ALIVE || !p->has_digest || !s->digest_gen) continue;
+        if (!swarm_vv_matches(&s->digest_vv, p->digest_vv, p->n_digest_vv)) continue;
+        compared++;
+        if (memcmp(p->digest, s->digest, SW_ID_BYTES) == 0) {
+            agree++;
+        } else {
+            char dh[SWARM_HEX];
+            swarm_hex(p->digest, dh);
+            snprintf(line, sizeof line,
+                     "digest disagrees with peer %.12s (theirs %.12s) at the same version vector",
+                     hex, dh);
+            json_array_append_new(warn, json_string(line));
+        }
+    }
+    /* Drops worth an operator's eye (duplicates and our own echo are normal). */
+    uint64_t total = 0;
+    char detail[1024] = "";
+    size_t dl = 0;
+    for (int d = 0; d < SWD_DROP_COUNT; d++) {
+        if (d == SWD_DROP_DUPLICATE || d == SWD_DROP_SELF || !s->dropped[d]) continue;
+        total += s->dropped[d];
+        int w = snprintf(detail + dl, sizeof detail - dl, "%s%s %" PRIu64, dl ? ", " : "",
+                         swd_drop_name((swd_drop)d), s->dropped[d]);
+        if (w > 0 && (size_t)w < sizeof detail - dl) dl += (size_t)w;
+    }
+    if (total) {
+        char line[1200];
+        snprintf(line, sizeof line, "%" PRIu64 " messages dropped: %s", total, detail);
+        json_array_append_new(warn, json_string(line));
+    }
+    json_object_set_new(o, "lag_updates", json_integer((json_int_t)lag));
+    json_object_set_new(o, "agreement",
+                        json_pack("{s:I,s:I,s:o}", "peers_compared", (json_int_t)compared,
+                                  "peers_agree", (json_int_t)agree, "agree",
+                                  compared ? json_boolean(agree == compared) : json_null()));
+    json_t *ps = json_object();
+    for (int st = 0; st < 5; st++)
+        json_object_set_new(ps, swd_peer_state_name((swd_peer_state)st),
+                            json_integer((json_int_t)by_state[st]));
+    json_object_set_new(o, "peers_by_state", ps);
+    json_object_set_new(o, "warnings", warn);
+    return o;
+}
+
+static json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
+{
+    json_t *hist = json_array();
+    for (size_t i = 0; i < s->n_loss_hist; i++) {
+        size_t k =
+            (s->loss_head + SWD_SWARM_LOSS_HISTORY - s->n_loss_hist + i) % SWD_SWARM_LOSS_HISTORY;
+        json_array_append_new(hist,
+                              isfinite(s->loss_hist[k]) ? json_real(s->loss_hist[k]) : json_null());
+    }
+    json_object_set_new(train, "loss_history", hist);
+    json_t *b = json_array(), *c = json_array();
+    uint64_t cum = 0;
+    for (size_t i = 0; i < SWD_STEP_BUCKETS; i++) {
+        cum += s->step_hist[i];
+        json_array_append_new(b, json_real(swd_step_bucket_bounds[i]));
+        json_array_append_new(c, json_integer((json_int_t)cum));
+    }
+    json_object_set_new(train, "step_seconds",
+                        json_pack("{s:o,s:o,s:I,s:f}", "buckets", b, "counts", c, "count",
+                                  (json_int_t)(cum + s->step_hist[SWD_STEP_BUCKETS]), "sum",
+                                  s->step_seconds));
+    json_object_set_new(train, "steps", json_integer((json_int_t)s->steps_total));
+    json_object_set_new(train, "updates_made", json_integer((json_int_t)s->updates_made));
+    return train;
+}
+
 static json_t *swarm_status(swd_swarm *s)
 {
     uint64_t now = swarm_now_ms();
@@ -1187,7 +1364,7 @@ static json_t *swarm_status(swd_swarm *s)
     json_object_set_new(train, "steps_per_s", json_real(s->steps_per_s));
     json_object_set_new(train, "scale", json_real((double)s->last.scale));
     json_object_set_new(train, "saturations", json_integer((json_int_t)s->last.saturations));
-    json_object_set_new(root, "train", train);
+    json_object_set_new(root, "train", swarm_status_train_extra(s, train));
 
     json_t *ledger = json_object();
     json_object_set_new(ledger, "updates", json_integer((json_int_t)s->last.ledger_count));
@@ -1231,6 +1408,10 @@ static json_t *swarm_status(swd_swarm *s)
     json_object_set_new(net, "updates_out", json_integer((json_int_t)s->updates_out));
     json_object_set_new(net, "batches_out", json_integer((json_int_t)s->batches_out));
     json_object_set_new(net, "updates_in", json_integer((json_int_t)s->updates_in));
+    json_object_set_new(net, "updates_applied", json_integer((json_int_t)s->updates_applied));
+    json_object_set_new(net, "bytes_per_update",
+                        s->updates_in ? json_real((double)ns.bytes_in / (double)s->updates_in)
+                                      : json_null());
     json_object_set_new(net, "requests_failed", json_integer((json_int_t)ns.requests_failed));
     json_object_set_new(net, "injected_drops", json_integer((json_int_t)ns.injected_drops));
     json_t *dropped = json_object();
@@ -1240,17 +1421,93 @@ static json_t *swarm_status(swd_swarm *s)
     json_object_set_new(dropped, "queue_full", json_integer((json_int_t)ns.queue_dropped));
     json_object_set_new(net, "dropped", dropped);
     json_object_set_new(root, "net", net);
+    json_object_set_new(root, "swarm", swarm_status_swarm(s, now));
     return root;
+}
+
+/* A path argument of a control request: absolute, bounded. */
+static const char *swarm_ctl_path(json_t *req, const char *key, const char **why)
+{
+    const char *v = json_string_value(json_object_get(req, key));
+    if (!v) {
+        *why = "missing";
+        return NULL;
+    }
+    if (v[0] != '/' || strlen(v) >= SWD_JOB_PATH_MAX) {
+        *why = "must be an absolute path (the daemon resolves it, not the caller's directory)";
+        return NULL;
+    }
+    return v;
+}
+
+static json_t *swarm_ctl_job(swd_swarm *s, uint64_t id, const char *cmd, json_t *req)
+{
+    swd_job job;
+    memset(&job, 0, sizeof job);
+    job.tag = id;
+    const char *why = NULL;
+    if (strcmp(cmd, "checkpoint") == 0) {
+        job.kind = SWD_JOB_CHECKPOINT;
+    } else if (strcmp(cmd, "export") == 0) {
+        job.kind = SWD_JOB_EXPORT;
+        const char *out = swarm_ctl_path(req, "out", &why);
+        if (!out) return json_pack("{s:s+}", "error", "export: \"out\": ", why);
+        snprintf(job.path, sizeof job.path, "%s", out);
+        const char *dt = json_string_value(json_object_get(req, "dtype"));
+        sw_dtype dtype = SW_DTYPE_F32;
+        if (dt &&
+            (sw_dtype_parse(dt, &dtype) != 0 || (dtype != SW_DTYPE_F32 && dtype != SW_DTYPE_F16)))
+            return json_pack("{s:s}", "error", "export: \"dtype\" must be f32 or f16");
+        job.dtype = (int)dtype;
+    } else {
+        job.kind = SWD_JOB_EVAL;
+        const char *data = swarm_ctl_path(req, "data", &why);
+        if (!data) return json_pack("{s:s+}", "error", "eval: \"data\": ", why);
+        snprintf(job.path, sizeof job.path, "%s", data);
+    }
+    if (swd_worker_submit(s->wk, &job) != 0)
+        return json_pack("{s:s}", "error",
+                         "busy: too many checkpoint/export/eval requests pending; try again");
+    return NULL; /* answered when the worker is done */
+}
+
+static json_t *swarm_ctl_join(swd_swarm *s, uint64_t id, json_t *req)
+{
+    const char *addr = json_string_value(json_object_get(req, "addr"));
+    if (!addr || !addr[0] || strlen(addr) > SWD_WIRE_MAX_ADDR)
+        return json_pack("{s:s}", "error", "join: \"addr\" must be a member's sync URL");
+    swd_msg m;
+    swarm_hello_msg(s, &m);
+    swarm_req *r = swarm_request(s, REQ_HELLO, addr, &m, NULL, NULL);
+    if (!r) return json_pack("{s:s+}", "error", "join: cannot send a Hello to ", addr);
+    r->has_ctl = true;
+    r->ctl_id = id;
+    swd_log(SWD_LOG_INFO, "joining on request", "addr=%s", SWD_LOG_Q(addr));
+    return NULL; /* answered when the Welcome (or the timeout) comes */
+}
+
+static json_t *swarm_ctl_pause(swd_swarm *s, bool pause)
+{
+    if (s->paused != pause) {
+        s->paused = pause;
+        swd_worker_set_paused(s->wk, pause);
+        swd_log(SWD_LOG_INFO,
+                pause ? "paused: making no updates, still syncing and serving" : "resumed",
+                "step=%" PRIu64, s->last.next_step);
+        swarm_announce(s);
+    }
+    return json_pack("{s:b,s:s}", "ok", 1, "state", swd_node_state_name(swarm_node_state(s)));
 }
 
 static void swarm_on_control(swd_swarm *s, swd_net_event *ev)
 {
-    json_t *reply = NULL;
+    json_t *reply = NULL, *req = NULL;
+    bool deferred = false;
     if (ev->len > SWARM_CONTROL_MAX) {
         reply = json_pack("{s:s}", "error", "request too large");
     } else {
         json_error_t err;
-        json_t *req = json_loadb((const char *)ev->data, ev->len, JSON_REJECT_DUPLICATES, &err);
+        req = json_loadb((const char *)ev->data, ev->len, JSON_REJECT_DUPLICATES, &err);
         const char *cmd = req ? json_string_value(json_object_get(req, "cmd")) : NULL;
         if (!req || !json_is_object(req))
             reply = json_pack("{s:s}", "error", "request is not a JSON object");
@@ -1258,17 +1515,45 @@ static void swarm_on_control(swd_swarm *s, swd_net_event *ev)
             reply = json_pack("{s:s}", "error", "request has no \"cmd\" string");
         else if (strcmp(cmd, "status") == 0)
             reply = swarm_status(s);
+        else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+            reply = swarm_ctl_pause(s, cmd[0] == 'p');
+        else if (strcmp(cmd, "leave") == 0) {
+            reply = json_pack("{s:b}", "ok", 1);
+            if (s->on_leave) s->on_leave(s->on_leave_ctx);
+        } else if (strcmp(cmd, "join") == 0)
+            deferred = (reply = swarm_ctl_join(s, ev->id, req)) == NULL;
+        else if (strcmp(cmd, "checkpoint") == 0 || strcmp(cmd, "export") == 0 ||
+                 strcmp(cmd, "eval") == 0)
+            deferred = (reply = swarm_ctl_job(s, ev->id, cmd, req)) == NULL;
         else
             reply = json_pack("{s:s+}", "error", "unknown command: ", cmd);
-        json_decref(req);
     }
-    char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-    json_decref(reply);
-    if (text)
-        swd_net_reply(s->net, ev->id, (const uint8_t *)text, strlen(text));
-    else
-        swd_net_reply(s->net, ev->id, NULL, 0);
-    free(text);
+    json_decref(req);
+    if (!deferred) swarm_reply_json(s, ev->id, reply);
+}
+
+/* Answers the control request a finished worker job belongs to. */
+static void swarm_job_done(swd_swarm *s, const swd_job_result *r)
+{
+    json_t *reply;
+    if (r->rc != 0) {
+        reply = json_pack("{s:s}", "error", r->err);
+    } else if (r->kind == SWD_JOB_CHECKPOINT) {
+        reply =
+            json_pack("{s:b,s:I,s:s}", "ok", 1, "updates", (json_int_t)r->updates, "path", r->path);
+    } else if (r->kind == SWD_JOB_EXPORT) {
+        reply = json_pack("{s:b,s:s,s:I,s:o}", "ok", 1, "out", r->path, "updates",
+                          (json_int_t)r->updates, "digest", swarm_hex_json(r->digest));
+        swd_log(SWD_LOG_INFO, "exported on request", "out=%s updates=%" PRIu64, SWD_LOG_Q(r->path),
+                r->updates);
+    } else {
+        reply = json_pack("{s:b,s:f,s:f,s:I,s:I,s:o,s:I,s:s}", "ok", 1, "loss", r->loss,
+                          "perplexity", r->perplexity, "tokens", (json_int_t)r->tokens, "records",
+                          (json_int_t)r->records, "accuracy",
+                          r->has_accuracy ? json_real(r->accuracy) : json_null(), "updates",
+                          (json_int_t)r->updates, "data", r->path);
+    }
+    swarm_reply_json(s, r->tag, reply);
 }
 
 /* ------------------------------------------------------------ loop entry points */
@@ -1302,6 +1587,14 @@ void swd_swarm_on_report(swd_swarm *s, const swd_worker_report *r)
     s->last = *r;
     s->win_steps += r->steps;
     s->win_loss += r->loss_sum;
+    s->steps_total += r->steps;
+    s->updates_applied += r->received;
+    for (size_t i = 0; i <= SWD_STEP_BUCKETS; i++)
+        s->step_hist[i] += r->step_hist[i];
+    s->step_seconds += r->step_seconds;
+    swd_job_result jr;
+    while (swd_worker_take_result(s->wk, &jr))
+        swarm_job_done(s, &jr);
     for (size_t i = 0; i < r->n_equiv; i++) {
         s->dropped[SWD_DROP_EQUIVOCATION]++;
         swarm_ban_updates(s, &r->equiv[i].held, &r->equiv[i].got, NULL, 0, NULL, 0);
@@ -1330,6 +1623,9 @@ void swd_swarm_on_cron(swd_swarm *s)
     if (t - s->win_t0 >= 5.0) {
         s->steps_per_s = (double)s->win_steps / (t - s->win_t0);
         if (s->win_steps) s->loss = s->win_loss / (double)s->win_steps;
+        s->loss_hist[s->loss_head] = s->win_steps ? s->win_loss / (double)s->win_steps : NAN;
+        s->loss_head = (s->loss_head + 1) % SWD_SWARM_LOSS_HISTORY;
+        if (s->n_loss_hist < SWD_SWARM_LOSS_HISTORY) s->n_loss_hist++;
         s->win_steps = 0;
         s->win_loss = 0;
         s->win_t0 = t;
@@ -1368,11 +1664,7 @@ void swd_swarm_on_cron(swd_swarm *s)
         }
         if (chosen) {
             swd_msg m;
-            memset(&m, 0, sizeof m);
-            m.type = SWD_MSG_HELLO;
-            m.context = SWD_CTX_JOIN;
-            snprintf(m.u.hello.pub_addr, sizeof m.u.hello.pub_addr, "%s", s->pub_url);
-            snprintf(m.u.hello.sync_addr, sizeof m.u.hello.sync_addr, "%s", s->sync_url);
+            swarm_hello_msg(s, &m);
             swarm_request(s, REQ_HELLO, chosen, &m, NULL, NULL);
         }
     }
@@ -1534,6 +1826,8 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
     s->cfg = cfg;
     s->wk = p->worker;
     s->version = p->version;
+    s->on_leave = p->on_leave;
+    s->on_leave_ctx = p->on_leave_ctx;
     s->max_steps = p->max_steps;
     memcpy(s->self, st->id.pk, SW_ID_BYTES);
     s->sk = st->id.sk;

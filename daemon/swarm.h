@@ -44,6 +44,7 @@
 #define SWD_SWARM_HELLO_TIMEOUT_MS 3000
 #define SWD_SWARM_JOIN_WAIT_S 60.0 /* a new node waits this long for a bootstrap member */
 #define SWD_SWARM_MAX_PENDING 64   /* outgoing requests in flight */
+#define SWD_SWARM_LOSS_HISTORY 60 /* 5-second loss windows kept for status */
 
 typedef struct swd_swarm swd_swarm;
 
@@ -62,6 +63,8 @@ typedef struct swd_swarm_params {
     const char *version;
     uint64_t max_steps;
     const swd_welcome *welcome; /* from the startup join (members to add), or NULL */
+    void (*on_leave)(void *ctx); /* `swarmctl leave`: stop gracefully */
+    void *on_leave_ctx;
 } swd_swarm_params;
 
 /*

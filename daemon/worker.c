@@ -6,7 +6,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "eval.h"
+#include "export.h"
 #include "log.h"
+
+const double swd_step_bucket_bounds[SWD_STEP_BUCKETS] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 
 static double worker_now(void)
 {
@@ -104,11 +108,10 @@ static void worker_fail(swd_worker *wk, int rc, const sw_diag *d, const char *wh
     pthread_mutex_unlock(&wk->mu);
 }
 
-static int worker_checkpoint(swd_worker *wk, const char *why)
+static int worker_checkpoint_to(swd_worker *wk, const char *why, char path[SW_CHECKPOINT_PATH_MAX])
 {
     uint64_t count = sw_ledger_count(wk->state->ledger);
     sw_diag d = {{0}};
-    char path[SW_CHECKPOINT_PATH_MAX];
     double t0 = worker_now();
     int rc = sw_state_checkpoint(wk->state, wk->w, path, &d);
     if (rc != 0) {
@@ -126,6 +129,12 @@ static int worker_checkpoint(swd_worker *wk, const char *why)
     worker_notify_locked(wk);
     pthread_mutex_unlock(&wk->mu);
     return 0;
+}
+
+static int worker_checkpoint(swd_worker *wk, const char *why)
+{
+    char path[SW_CHECKPOINT_PATH_MAX];
+    return worker_checkpoint_to(wk, why, path);
 }
 
 /*
@@ -244,6 +253,11 @@ static int worker_step(swd_worker *wk)
     r->scale = sw_trainer_scale(wk->trainer);
     r->steps++;
     if (isfinite(res->loss)) r->loss_sum += res->loss;
+    size_t bucket = 0;
+    while (bucket < SWD_STEP_BUCKETS && res->seconds > swd_step_bucket_bounds[bucket])
+        bucket++;
+    r->step_hist[bucket]++;
+    r->step_seconds += res->seconds;
     r->nonfinite += nonfinite;
     worker_notify_locked(wk);
     pthread_mutex_unlock(&wk->mu);
@@ -251,6 +265,60 @@ static int worker_step(swd_worker *wk)
     uint64_t next = sw_trainer_next_step(wk->trainer);
     if (wk->checkpoint_every && next % wk->checkpoint_every == 0 && next < wk->max_steps)
         return worker_checkpoint(wk, "steps");
+    return 0;
+}
+
+/* Runs one job (the weights are ours between steps) and queues its result. */
+static int worker_run_job(swd_worker *wk, const swd_job *job)
+{
+    swd_job_result *res = calloc(1, sizeof *res);
+    if (!res) return SW_ENOMEM;
+    res->kind = job->kind;
+    res->tag = job->tag;
+    res->updates = sw_ledger_count(wk->state->ledger);
+    snprintf(res->path, sizeof res->path, "%s", job->path);
+    sw_diag d = {{0}};
+    sw_gpt2 *m = NULL;
+    sw_dataset *ds = NULL;
+    int rc = 0;
+    if (job->kind == SWD_JOB_CHECKPOINT) {
+        if (res->updates == wk->rep.ckpt_count && wk->state->has_ckpt) {
+            snprintf(res->path, sizeof res->path, "%s", wk->state->ckpt_meta.path);
+        } else {
+            char path[SW_CHECKPOINT_PATH_MAX];
+            /* A failed checkpoint is fatal for the worker (it reported why). */
+            if ((rc = worker_checkpoint_to(wk, "requested", path)) != 0) {
+                free(res);
+                return rc;
+            }
+            snprintf(res->path, sizeof res->path, "%s", path);
+        }
+    } else if ((rc = sw_fixed_to_model(wk->w, &m, &d)) == 0) {
+        if (job->kind == SWD_JOB_EXPORT) {
+            rc = sw_export_model(m, wk->state->base_model_dir, job->path, (sw_dtype)job->dtype,
+                                 NULL, res->digest, &d);
+        } else if ((rc = sw_dataset_load(job->path, wk->tok, m->cfg.n_positions, &ds, &d)) == 0) {
+            sw_eval_result ev;
+            if ((rc = sw_eval_run(m, ds, NULL, &ev, &d)) == 0) {
+                res->loss = ev.loss;
+                res->perplexity = ev.perplexity;
+                res->tokens = ev.tokens;
+                res->records = ev.records;
+                res->has_accuracy = ev.has_accuracy;
+                res->accuracy = ev.accuracy;
+            }
+        }
+    }
+    sw_dataset_free(ds);
+    sw_gpt2_free(m);
+    /* Export and eval failures are the request's, not the node's. */
+    res->rc = rc;
+    if (rc != 0) snprintf(res->err, sizeof res->err, "%s", d.msg[0] ? d.msg : sw_strerror(rc));
+    pthread_mutex_lock(&wk->mu);
+    if (wk->n_results < SWD_WORKER_JOBS_MAX) wk->results[wk->n_results++] = *res;
+    worker_notify_locked(wk);
+    pthread_mutex_unlock(&wk->mu);
+    free(res);
     return 0;
 }
 
@@ -266,16 +334,20 @@ static void worker_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&wk->mu);
         for (;;) {
-            bool can_step =
-                !worker_finished(wk) && sw_trainer_next_step(wk->trainer) < wk->step_limit;
+            bool can_step = !worker_finished(wk) && !wk->paused &&
+                            sw_trainer_next_step(wk->trainer) < wk->step_limit;
             bool want_digest = wk->digest_of_gen != wk->vv_gen;
-            if (wk->stop || wk->ckpt_request || wk->n_inbox || can_step || want_digest ||
-                (worker_finished(wk) && !done_reported))
+            if (wk->stop || wk->ckpt_request || wk->n_inbox || wk->n_jobs || can_step ||
+                want_digest || (worker_finished(wk) && !done_reported))
                 break;
             pthread_cond_wait(&wk->cv, &wk->mu);
         }
         bool stop = wk->stop, ckpt = wk->ckpt_request;
-        bool limited = sw_trainer_next_step(wk->trainer) >= wk->step_limit;
+        bool limited = wk->paused || sw_trainer_next_step(wk->trainer) >= wk->step_limit;
+        swd_job jobs[SWD_WORKER_JOBS_MAX];
+        size_t n_jobs = wk->n_jobs;
+        memcpy(jobs, wk->jobs, n_jobs * sizeof *jobs);
+        wk->n_jobs = 0;
         wk->ckpt_request = false;
         /* Swap the inbox out so the loop can keep filling it meanwhile. */
         sw_update *in = wk->inbox;
@@ -288,6 +360,8 @@ static void worker_main(void *arg)
         pthread_mutex_unlock(&wk->mu);
 
         if (n_in && worker_apply_received(wk, wk->batch, n_in) != 0) goto out;
+        for (size_t j = 0; j < n_jobs; j++)
+            if (worker_run_job(wk, &jobs[j]) != 0) goto out;
         if (stop) break;
         if (ckpt && sw_ledger_count(wk->state->ledger) != wk->rep.ckpt_count &&
             worker_checkpoint(wk, "interval") != 0)
@@ -387,6 +461,42 @@ void swd_worker_set_step_limit(swd_worker *wk, uint64_t limit)
     pthread_mutex_unlock(&wk->mu);
 }
 
+void swd_worker_set_paused(swd_worker *wk, bool paused)
+{
+    pthread_mutex_lock(&wk->mu);
+    wk->paused = paused;
+    pthread_cond_signal(&wk->cv);
+    pthread_mutex_unlock(&wk->mu);
+}
+
+int swd_worker_submit(swd_worker *wk, const swd_job *job)
+{
+    int rc = 0;
+    pthread_mutex_lock(&wk->mu);
+    if (wk->n_jobs + wk->n_results >= SWD_WORKER_JOBS_MAX)
+        rc = SW_ETOOBIG;
+    else {
+        wk->jobs[wk->n_jobs++] = *job;
+        pthread_cond_signal(&wk->cv);
+    }
+    pthread_mutex_unlock(&wk->mu);
+    return rc;
+}
+
+bool swd_worker_take_result(swd_worker *wk, swd_job_result *out)
+{
+    bool got = false;
+    pthread_mutex_lock(&wk->mu);
+    if (wk->n_results) {
+        *out = wk->results[0];
+        memmove(wk->results, wk->results + 1, (wk->n_results - 1) * sizeof *wk->results);
+        wk->n_results--;
+        got = true;
+    }
+    pthread_mutex_unlock(&wk->mu);
+    return got;
+}
+
 void swd_worker_take_own(swd_worker *wk, sw_update **out, size_t *n)
 {
     pthread_mutex_lock(&wk->mu);
@@ -445,6 +555,8 @@ void swd_worker_drain(swd_worker *wk, swd_worker_report *out)
     r->received = 0;
     r->duplicates = 0;
     r->n_equiv = 0;
+    memset(r->step_hist, 0, sizeof r->step_hist);
+    r->step_seconds = 0;
     r->done = false;
     /* exited and error stay set: they are states, not events */
     pthread_mutex_unlock(&wk->mu);

@@ -47,6 +47,41 @@
 /* Equivocations reported per drain (more wait for the next one). */
 #define SWD_WORKER_EQUIV_MAX 8
 
+/* Upper bounds (seconds) of the step-duration histogram's buckets; one more
+ * bucket counts the steps above the last. */
+#define SWD_STEP_BUCKETS 9
+extern const double swd_step_bucket_bounds[SWD_STEP_BUCKETS];
+
+/* Jobs the loop hands the worker (it owns the weights): done between steps. */
+#define SWD_WORKER_JOBS_MAX 8
+#define SWD_JOB_PATH_MAX 4096
+typedef enum swd_job_kind {
+    SWD_JOB_CHECKPOINT, /* write one now (or report the newest, when the ledger did not move) */
+    SWD_JOB_EXPORT,     /* the live model in Hugging Face layout at path */
+    SWD_JOB_EVAL,       /* the live model's loss on the JSONL file at path */
+} swd_job_kind;
+
+typedef struct swd_job {
+    swd_job_kind kind;
+    uint64_t tag; /* the caller's (the control request to answer) */
+    char path[SWD_JOB_PATH_MAX];
+    int dtype; /* SWD_JOB_EXPORT: sw_dtype, F32 or F16 */
+} swd_job;
+
+typedef struct swd_job_result {
+    swd_job_kind kind;
+    uint64_t tag;
+    int rc; /* 0, or an error code with err naming what failed */
+    char err[SW_DIAG_MAX];
+    char path[SWD_JOB_PATH_MAX]; /* checkpoint file, export directory, eval data */
+    uint64_t updates;            /* ledger updates the weights held */
+    uint8_t digest[32];          /* export: sw_gpt2_digest of what a reader loads */
+    double loss, perplexity, accuracy;
+    bool has_accuracy;
+    int64_t tokens;
+    size_t records;
+} swd_job_result;
+
 /* A received update that contradicts the one the ledger holds for its step. */
 typedef struct swd_worker_equivocation {
     sw_update held, got;
@@ -62,11 +97,13 @@ typedef struct swd_worker_report {
     uint64_t ckpt_count;   /* ledger position of the newest checkpoint */
     double ckpt_time;      /* CLOCK_MONOTONIC seconds of the newest checkpoint */
     /* deltas since the last drain */
-    uint64_t steps;      /* training steps taken */
-    double loss_sum;     /* sum of their losses */
-    uint64_t nonfinite;  /* directions whose loss was not finite (q = 0) */
-    uint64_t received;   /* inbox updates ledgered and applied */
-    uint64_t duplicates; /* inbox updates already held */
+    uint64_t steps;                           /* training steps taken */
+    double loss_sum;                          /* sum of their losses */
+    uint64_t nonfinite;                       /* directions whose loss was not finite (q = 0) */
+    uint64_t received;                        /* inbox updates ledgered and applied */
+    uint64_t duplicates;                      /* inbox updates already held */
+    uint64_t step_hist[SWD_STEP_BUCKETS + 1]; /* steps per duration bucket (not cumulative) */
+    double step_seconds;                      /* their total duration */
     size_t n_equiv;
     swd_worker_equivocation equiv[SWD_WORKER_EQUIV_MAX];
     /* events */
@@ -113,6 +150,11 @@ typedef struct swd_worker {
     sw_update *own;
     size_t n_own, own_cap;
     uint64_t step_limit; /* pacing: train only steps < step_limit */
+    bool paused;         /* make no updates (still apply, checkpoint, serve jobs) */
+    swd_job jobs[SWD_WORKER_JOBS_MAX];
+    size_t n_jobs;
+    swd_job_result results[SWD_WORKER_JOBS_MAX];
+    size_t n_results;
 
     uv_async_t *notify; /* the loop's handle; uv_async_send is thread-safe */
     uv_thread_t thread;
@@ -144,6 +186,14 @@ int swd_worker_push_updates(swd_worker *wk, const sw_update *u, size_t n);
 
 /* Pacing: the worker starts only training steps < limit (UINT64_MAX: no limit). */
 void swd_worker_set_step_limit(swd_worker *wk, uint64_t limit);
+
+/* Stops or restarts making updates (received ones are still applied). */
+void swd_worker_set_paused(swd_worker *wk, bool paused);
+
+/* Queues a job; SW_ETOOBIG when SWD_WORKER_JOBS_MAX are pending (try later). */
+int swd_worker_submit(swd_worker *wk, const swd_job *job);
+/* Pops one finished job's result; false when none. */
+bool swd_worker_take_result(swd_worker *wk, swd_job_result *out);
 
 /* Hands over the own updates made since the last call (*out malloc'd or NULL). */
 void swd_worker_take_own(swd_worker *wk, sw_update **out, size_t *n);
