@@ -129,6 +129,15 @@ const swd_cfg_key swd_config_keys[] = {
      .doc = "path of the control socket swarmctl talks to (mode 0600); empty: "
             "`control.sock` in `state_dir`"},
     {.section = "node",
+     .name = "metrics",
+     .type = SWD_CFG_STRING,
+     .offset = F(metrics),
+     .def = "",
+     .smax = 256,
+     .example = "127.0.0.1:9464",
+     .doc = "HOST:PORT where Prometheus scrapes `/metrics` (text exposition, docs/operations.md); "
+            "empty: no endpoint"},
+    {.section = "node",
      .name = "heartbeat_ms",
      .type = SWD_CFG_INT,
      .offset = F(heartbeat_ms),

@@ -51,6 +51,7 @@ typedef struct swd_config {
     char *advertise; /* host put in place of a wildcard listen host; "": 127.0.0.1 */
     char *bootstrap; /* comma-separated sync URLs of members; "": found a new swarm */
     char *control;   /* control socket path; "": STATE_DIR/control.sock */
+    char *metrics;   /* HOST:PORT of the Prometheus endpoint; "": none */
     int64_t heartbeat_ms;
     int64_t suspect_after;
     int64_t dead_after;

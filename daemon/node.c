@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "gpt2.h"
 #include "log.h"
+#include "notify.h"
 #include "swarm.h"
 #include "worker.h"
 
@@ -49,7 +50,9 @@ typedef struct swd_node {
     swd_worker worker;
     swd_swarm *swarm;
     double phase_deadline; /* DRAINING / LEAVING: when to move on */
-    uint64_t max_steps;    /* the run spec's */
+    uint64_t watchdog_us;  /* systemd's WatchdogSec (0: none); pinged at half of it */
+    double last_watchdog;
+    uint64_t max_steps; /* the run spec's */
     bool worker_exited;
     const swd_config *cfg;
     swd_node_opts opts;
@@ -93,6 +96,7 @@ static void node_stop(swd_node *n, const char *why)
 {
     if (n->phase >= NODE_STOPPING) return;
     n->phase = NODE_STOPPING;
+    swd_notify_stopping();
     if (n->swarm) swd_swarm_set_phase(n->swarm, SWD_PHASE_STOPPING);
     swd_log(SWD_LOG_INFO, "stopping", "reason=%s step=%" PRIu64 " updates=%" PRIu64, why,
             n->last.next_step, n->last.ledger_count);
@@ -109,6 +113,11 @@ static void node_progress(swd_node *n)
             " saturations=%" PRIu64 " scale=%.6g nonfinite=%" PRIu64,
             n->last.next_step, n->max_steps, n->last_loss, dt > 0 ? (double)n->win_steps / dt : 0.0,
             n->last.ledger_count, n->last.saturations, (double)n->last.scale, n->win_nonfinite);
+    char st[160];
+    snprintf(st, sizeof st, "training: step %" PRIu64 "/%" PRIu64 ", loss %.4f, %.2f steps/s",
+             n->last.next_step, n->max_steps, n->last_loss,
+             dt > 0 ? (double)n->win_steps / dt : 0.0);
+    swd_notify_status(st);
     n->win_steps = 0;
     n->win_nonfinite = 0;
     n->win_loss_sum = 0;
@@ -135,6 +144,7 @@ static void node_on_async(uv_async_t *h)
     if (r.done && n->phase == NODE_TRAINING) {
         n->phase = NODE_DONE;
         if (n->swarm) swd_swarm_set_phase(n->swarm, SWD_PHASE_DONE);
+        swd_notify_status("done: max_steps reached; syncing and serving");
         if (n->win_steps) node_progress(n);
         swd_log(SWD_LOG_INFO,
                 n->opts.until_done ? "training done"
@@ -214,6 +224,11 @@ static void node_on_cron(uv_timer_t *h)
 {
     swd_node *n = h->data;
     n->cronloops++;
+    /* systemd's watchdog: the loop itself proves it is alive, at half the interval. */
+    if (n->watchdog_us && node_now() - n->last_watchdog >= (double)n->watchdog_us / 2e6) {
+        swd_notify_watchdog();
+        n->last_watchdog = node_now();
+    }
     if (n->phase == NODE_DRAINING || n->phase == NODE_LEAVING) {
         if (n->swarm) swd_swarm_on_cron(n->swarm);
         node_finish_step(n);
@@ -378,6 +393,14 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
         n.exit_code = SWD_EXIT_FAIL;
         n.worker_exited = true;
         node_close_handles(&n);
+    }
+    if (!n.worker_exited) {
+        swd_notify_watchdog_enabled(&n.watchdog_us);
+        char st[96];
+        snprintf(st, sizeof st, "training: step %" PRIu64 "/%" PRIu64, n.last.next_step,
+                 n.max_steps);
+        swd_notify_ready(st);
+        n.last_watchdog = node_now();
     }
     uv_run(&n.loop, UV_RUN_DEFAULT);
 

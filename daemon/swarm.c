@@ -19,6 +19,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "members.h"
+#include "metrics.h"
 #include "net.h"
 #include "runspec.h"
 #include "setup.h"
@@ -55,6 +56,7 @@ struct swd_swarm {
     char state_dir[SW_STATE_PATH_MAX];
 
     swd_net *net;
+    swd_metrics *metrics; /* NULL: no [node] metrics */
     swd_members *members;
     sw_archive *archive;
     char pub_url[SWD_WIRE_MAX_ADDR + 1], sync_url[SWD_WIRE_MAX_ADDR + 1];
@@ -1631,6 +1633,14 @@ void swd_swarm_on_cron(swd_swarm *s)
         s->win_t0 = t;
     }
 
+    /* Prometheus reads what status says, refreshed every second. */
+    if (s->metrics && s->cronloops % 10 == 0) {
+        json_t *st = swarm_status(s);
+        char *text = st ? swd_metrics_render(st) : NULL;
+        json_decref(st);
+        if (text) swd_metrics_publish(s->metrics, text);
+    }
+
     uint64_t hb = (uint64_t)s->cfg->heartbeat_ms;
     if (now - s->last_pub_ms >= hb || now - s->last_announce_ms >= SWD_SWARM_ANNOUNCE_EVERY * hb)
         swarm_announce(s);
@@ -1883,6 +1893,10 @@ int swd_swarm_open(const swd_swarm_params *p, swd_swarm **out)
                        .drop_in_permille = (uint32_t)cfg->test_drop_permille,
                        .drop_seed = s->announce_seq};
     if ((rc = swd_net_open(&no, p->net_notify, &s->net, &d)) != 0) goto fail_diag;
+    if (cfg->metrics && cfg->metrics[0]) {
+        if ((rc = swd_metrics_open(cfg->metrics, &s->metrics, &d)) != 0) goto fail_diag;
+        swd_log(SWD_LOG_INFO, "metrics listening", "url=%s", swd_metrics_url(s->metrics));
+    }
     swarm_advertised(swd_net_pub_url(s->net), cfg->advertise, s->pub_url, sizeof s->pub_url);
     swarm_advertised(swd_net_sync_url(s->net), cfg->advertise, s->sync_url, sizeof s->sync_url);
 
@@ -1909,6 +1923,7 @@ fail_diag:
 void swd_swarm_close(swd_swarm *s)
 {
     if (!s) return;
+    swd_metrics_close(s->metrics);
     swd_net_close(s->net);
     swd_members_free(s->members);
     sw_archive_close(s->archive);

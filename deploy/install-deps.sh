@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages swarmtune needs, and only those missing.
 #   deploy/install-deps.sh run    build and run swarmd / swarmctl
-#   deploy/install-deps.sh test   also the test tools (cmocka, clang, python3, node)
+#   deploy/install-deps.sh test   also the test tools (cmocka, clang, python3, node, promtool)
 #   deploy/install-deps.sh bench  also PyTorch, the benchmarks' reference
 # Runs apt-get as root (directly, or through sudo when not root).
 set -eu
@@ -9,11 +9,13 @@ set -eu
 role=${1:-run}
 pkgs="build-essential meson ninja-build cmake pkg-config
       libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler
-      libopenblas-dev libsodium-dev libjansson-dev libpcre2-dev libinih-dev libsystemd-dev"
+      libopenblas-dev libsodium-dev libjansson-dev libpcre2-dev libinih-dev libsystemd-dev
+      libmicrohttpd-dev"
 case "$role" in
 run) ;;
 test)
-    pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex python3-cryptography python3-nacl"
+    pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex python3-cryptography python3-nacl
+          prometheus"
     # Node.js comes from Debian unless one is already installed (e.g. NodeSource's,
     # which bundles npm and conflicts with Debian's npm package).
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
