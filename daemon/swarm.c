@@ -1362,7 +1362,11 @@ static json_t *swarm_status(swd_swarm *s)
     json_object_set_new(root, "model", model);
 
     json_t *train = json_object();
-    json_object_set_new(train, "loss", isfinite(s->loss) ? json_real(s->loss) : json_null());
+    /* The latest window's mean; before the first window closes, the open one's. */
+    double loss = isfinite(s->loss) ? s->loss
+                  : s->win_steps    ? s->win_loss / (double)s->win_steps
+                                    : NAN;
+    json_object_set_new(train, "loss", isfinite(loss) ? json_real(loss) : json_null());
     json_object_set_new(train, "steps_per_s", json_real(s->steps_per_s));
     json_object_set_new(train, "scale", json_real((double)s->last.scale));
     json_object_set_new(train, "saturations", json_integer((json_int_t)s->last.saturations));
