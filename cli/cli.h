@@ -49,6 +49,14 @@ int swctl_model_export(const char *path, int argc, char **argv);
 /* `status` and `peers` (cmd_swarm.c): a running swarmd, over its control socket. */
 int swctl_status(const char *path, int argc, char **argv);
 int swctl_peers(const char *path, int argc, char **argv);
+/* The verbs that act on a running swarmd (cmd_swarm.c, docs/cli.md). */
+int swctl_pause(const char *path, int argc, char **argv);
+int swctl_resume(const char *path, int argc, char **argv);
+int swctl_leave(const char *path, int argc, char **argv);
+int swctl_join(const char *path, int argc, char **argv);
+int swctl_checkpoint(const char *path, int argc, char **argv);
+int swctl_ctl_export(const char *path, int argc, char **argv); /* `swarmctl export` */
+int swctl_ctl_eval(const char *path, int argc, char **argv);   /* `swarmctl eval` */
 
 /*
  * Runs a verb group: argv[0] is the group's name, argv[1] the verb.  Prints

@@ -1,20 +1,31 @@
 /*
- * `swarmctl status` and `swarmctl peers`: what a running swarmd says about
- * itself and its peers, asked over its control socket (ctl_client.h).
+ * The commands that drive a running swarmd over its control socket
+ * (ctl_client.h): `status` (optionally --watch) and `peers`, which read,
+ * and the verbs that act: `pause`, `resume`, `leave`, `join`, `checkpoint`,
+ * `export` and `eval`.
  *
- * --json prints the daemon's object as it came (re-serialised on one line),
- * so the schema in docs/cli.md is the daemon's.  The human form is INFO
- * style (`# Section`, then `key:value` lines) plus a peers table.  Fields the
- * daemon omits or sends as null print as "-"; only `node` and `peers` are
- * required, so an older or newer daemon still gets a readable status.
- * Strings that came from other nodes (addresses) are printed with control
- * characters replaced: a peer must not drive our terminal.
+ * --json prints the daemon's reply as it came (re-serialised on one line),
+ * so the schema in docs/cli.md is the daemon's.  The human form of status
+ * is INFO style (`# Section`, then `key:value` lines) plus a peers table; a
+ * verb prints one line saying what happened.  Fields the daemon omits or
+ * sends as null print as "-" (or are left out of a sentence); only `node`
+ * and `peers` are required, so an older or newer daemon still gets a
+ * readable status.  Strings that came from the daemon or from other nodes
+ * (addresses, paths, warnings) are printed with control characters
+ * replaced: a peer must not drive our terminal.
+ *
+ * Single-threaded (swarmctl's main thread); `status --watch` installs a
+ * SIGINT handler so that Ctrl-C ends it with exit 0.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -24,25 +35,39 @@
 #define SWARM_SHORT_ID 12 /* hex characters of an id shown in human output */
 #define SWARM_CELL 160    /* a table cell is cut to this many bytes */
 #define SWARM_COLS 8
+#define SWARM_LONG 4200 /* a path or a warning from the daemon is cut to this many bytes */
+#define SWARM_ERR 1024  /* a failure message */
+#define SWARM_WATCH_INTERVAL_MS 2000
+
+/* The options every control command takes, for the usage texts. */
+#define SWARM_USAGE_CTL                                                                            \
+    "  --control PATH  the control socket (swarmd's [node] control)\n"                             \
+    "  --state-dir DIR the node's state directory: the socket is DIR/control.sock\n"               \
+    "                  (default: " SWCTL_CTL_DEFAULT_STATE_DIR "/" SWCTL_CTL_SOCKET_NAME ")\n"
+#define SWARM_USAGE_EXIT                                                                           \
+    "\n"                                                                                           \
+    "Exit status: 0 success, 1 no daemon, no reply or an error from it, 2 usage error.\n"
 
 static const char swarm_status_usage[] =
     "Usage: swarmctl status [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
+    "                       [--watch [--interval-ms N] [--count N]]\n"
     "\n"
     "Asks a running swarmd over its control socket how it is doing: the node (id, state,\n"
-    "run, step, loss, speed, uptime), its model (digest, updates), its ledger, its\n"
-    "network counters (bytes, updates, messages, dropped messages by reason) and a\n"
-    "table of its peers.  Ids are shown by their first 12 hex characters.\n"
+    "run, step, loss and its trend, speed, uptime), its model (digest, updates), its\n"
+    "ledger, its network counters (bytes, updates, messages, dropped messages by\n"
+    "reason), the swarm (lag, digest agreement, peers by state), warnings, and a table\n"
+    "of its peers.  Ids are shown by their first 12 hex characters.\n"
     "\n"
     "Options:\n"
     "  --json          print the daemon's status object on one line (schema in\n"
-    "                  docs/cli.md)\n"
-    "  --control PATH  the control socket (swarmd's [node] control)\n"
-    "  --state-dir DIR the node's state directory: the socket is DIR/control.sock\n"
-    "                  (default: " SWCTL_CTL_DEFAULT_STATE_DIR "/" SWCTL_CTL_SOCKET_NAME ")\n"
+    "                  docs/cli.md)\n" SWARM_USAGE_CTL
     "  --timeout-ms N  give up after N ms without a reply (default 5000)\n"
-    "  -h, --help      show this help\n"
-    "\n"
-    "Exit status: 0 success, 1 no daemon, no reply or an error from it, 2 usage error.\n";
+    "  --watch         ask again every --interval-ms until Ctrl-C (or --count): on a\n"
+    "                  terminal the screen is redrawn; otherwise snapshots follow each\n"
+    "                  other, separated by a blank line (with --json: one per line)\n"
+    "  --interval-ms N time between two snapshots, 100..3600000 (default 2000)\n"
+    "  --count N       stop after N snapshots (default: until Ctrl-C)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
 
 static const char swarm_peers_usage[] =
     "Usage: swarmctl peers [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
@@ -52,45 +77,152 @@ static const char swarm_peers_usage[] =
     "`lagging` (no longer waited for) and `banned` follow.\n"
     "\n"
     "Options:\n"
-    "  --json          print the daemon's peers array on one line\n"
-    "  --control PATH  the control socket (swarmd's [node] control)\n"
-    "  --state-dir DIR the node's state directory: the socket is DIR/control.sock\n"
-    "                  (default: " SWCTL_CTL_DEFAULT_STATE_DIR "/" SWCTL_CTL_SOCKET_NAME ")\n"
+    "  --json          print the daemon's peers array on one line\n" SWARM_USAGE_CTL
     "  --timeout-ms N  give up after N ms without a reply (default 5000)\n"
-    "  -h, --help      show this help\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_pause_usage[] =
+    "Usage: swarmctl pause [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
     "\n"
-    "Exit status: 0 success, 1 no daemon, no reply or an error from it, 2 usage error.\n";
+    "Stops the node producing updates.  It keeps syncing, applying its peers' updates\n"
+    "and serving them; `swarmctl resume` restarts training.  Pausing is not remembered\n"
+    "across a restart of swarmd.\n"
+    "\n"
+    "Options:\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 5000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_resume_usage[] =
+    "Usage: swarmctl resume [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
+    "\n"
+    "Restarts training on a paused node (a node that has reached max_steps stays done).\n"
+    "\n"
+    "Options:\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 5000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_leave_usage[] =
+    "Usage: swarmctl leave [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
+    "\n"
+    "Makes the node leave the swarm gracefully: it publishes its last updates, waits\n"
+    "for its peers to have them, says goodbye, writes a final checkpoint and exits 0.\n"
+    "swarmctl returns once the daemon has accepted; the daemon exits shortly after.\n"
+    "A node that left stays left when restarted on the same state directory.\n"
+    "\n"
+    "Options:\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 5000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_join_usage[] =
+    "Usage: swarmctl join ADDR [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
+    "\n"
+    "Connects the running node to the swarm member whose sync address is ADDR (its\n"
+    "`sync_addr` in `swarmctl status`, e.g. tcp://10.0.0.1:7702) and returns once that\n"
+    "member has welcomed it.  Both must run the same run spec (same base model and\n"
+    "training settings); otherwise the daemon refuses and says why.\n"
+    "\n"
+    "Options:\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 30000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_checkpoint_usage[] =
+    "Usage: swarmctl checkpoint [--json] [--control PATH | --state-dir DIR] [--timeout-ms N]\n"
+    "\n"
+    "Makes the node write a checkpoint now and prints its path and the number of updates\n"
+    "it holds (when nothing changed since the newest checkpoint, that one's).\n"
+    "\n"
+    "Options:\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 120000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_export_usage[] =
+    "Usage: swarmctl export OUT_DIR [--dtype f32|f16] [--json] [--control PATH | --state-dir DIR]\n"
+    "                       [--timeout-ms N]\n"
+    "\n"
+    "Makes the node write its live model to OUT_DIR in Hugging Face layout\n"
+    "(config.json, model.safetensors, tokenizer files) while training goes on, and\n"
+    "prints the number of updates it holds and its digest (the digest `swarmctl model\n"
+    "inspect` prints).  The daemon writes OUT_DIR itself: a relative OUT_DIR is made\n"
+    "absolute here, and swarmd's user must be able to create it.\n"
+    "(`swarmctl model export` rebuilds a model from a state directory instead.)\n"
+    "\n"
+    "Options:\n"
+    "  --dtype f32|f16 the stored dtype (default f32)\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 600000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
+
+static const char swarm_eval_usage[] =
+    "Usage: swarmctl eval --data FILE [--json] [--control PATH | --state-dir DIR]\n"
+    "                     [--timeout-ms N]\n"
+    "\n"
+    "Makes the node score its live model on a JSONL file (as `swarmctl model eval`\n"
+    "does) and prints the loss, perplexity, tokens and records scored, the accuracy\n"
+    "when it applies, and how many updates the model held.  The daemon reads FILE\n"
+    "itself: a relative FILE is made absolute here, and swarmd's user must be able\n"
+    "to read it.\n"
+    "\n"
+    "Options:\n"
+    "  --data FILE     the JSONL file to score (required)\n"
+    "  --json          print the daemon's reply on one line\n" SWARM_USAGE_CTL
+    "  --timeout-ms N  give up after N ms without a reply (default 600000)\n"
+    "  -h, --help      show this help\n" SWARM_USAGE_EXIT;
 
 /* ---------------------------------------------------------------- fetching */
+
+#define SWARM_MAX_OPTS 8
 
 typedef struct swarm_args {
     bool json;
     const char *control, *state_dir;
     int timeout_ms;
     char ctl_path[SWCTL_CTL_PATH_MAX + 1];
+    const char *pos[SWCTL_MAX_POSITIONAL];
+    int n_pos;
 } swarm_args;
 
-/* Returns -1 to go on, else the exit code (help printed, or a usage error). */
-static int swarm_parse(const char *path, const char *usage, int argc, char **argv, swarm_args *a)
+/*
+ * Parses the options every control command takes, plus `extra` (at most
+ * SWARM_MAX_OPTS - 4; their `seen` is set) and min_pos..max_pos positional
+ * arguments.  Returns -1
+ * to go on, else the exit code (help printed, or a usage error).
+ */
+static int swarm_parse(const char *path, const char *usage, int default_timeout_ms,
+                       swctl_opt *extra, size_t n_extra, int min_pos, int max_pos,
+                       const char *pos_names, int argc, char **argv, swarm_args *a)
 {
+    SW_ASSERT(n_extra + 4 <= SWARM_MAX_OPTS);
     a->json = false;
     a->control = a->state_dir = NULL;
-    a->timeout_ms = SWCTL_CTL_DEFAULT_TIMEOUT_MS;
-    swctl_opt opts[] = {
+    a->timeout_ms = default_timeout_ms;
+    a->n_pos = 0;
+    swctl_opt opts[SWARM_MAX_OPTS] = {
         {"json", 0, SWCTL_OPT_FLAG, &a->json, 0, 0, false},
         {"control", 0, SWCTL_OPT_STR, &a->control, 0, 0, false},
         {"state-dir", 0, SWCTL_OPT_STR, &a->state_dir, 0, 0, false},
         {"timeout-ms", 0, SWCTL_OPT_INT, &a->timeout_ms, 1, 3600000, false},
     };
+    for (size_t i = 0; i < n_extra; i++)
+        opts[4 + i] = extra[i];
     swctl_cmd cmd = {.path = path,
                      .usage = usage,
                      .opts = opts,
-                     .n_opts = sizeof opts / sizeof opts[0],
-                     .min_pos = 0,
-                     .max_pos = 0,
-                     .pos_names = NULL};
+                     .n_opts = 4 + n_extra,
+                     .min_pos = min_pos,
+                     .max_pos = max_pos,
+                     .pos_names = pos_names};
     int rc = swctl_parse(&cmd, argc, argv);
+    for (size_t i = 0; i < n_extra; i++)
+        extra[i].seen = opts[4 + i].seen;
     if (rc >= 0) return rc;
+    for (int i = 0; i < cmd.n_pos; i++)
+        a->pos[i] = cmd.pos[i];
+    a->n_pos = cmd.n_pos;
     if (a->control != NULL && a->state_dir != NULL)
         return swctl_usage_error(path, "--control", "give either --control or --state-dir");
     if (a->control != NULL && a->control[0] == '\0')
@@ -104,40 +236,59 @@ static int swarm_parse(const char *path, const char *usage, int argc, char **arg
     return -1;
 }
 
-/* 0 when root's `key` has the expected type (or is absent and optional); else 1, printed. */
-static int swarm_check_section(const char *ctl, const json_t *root, const char *key, bool required)
+/* 0 when root's `key` has the expected type (or is absent and optional); else 1, in err. */
+static int swarm_check_section(const char *ctl, const json_t *root, const char *key, bool required,
+                               char *err, size_t errsize)
 {
     const json_t *v = json_object_get(root, key);
     if (v == NULL && !required) return 0;
-    if (v == NULL) return swctl_fail("%s: daemon sent an invalid status: no \"%s\"", ctl, key);
+    if (v == NULL) {
+        snprintf(err, errsize, "%s: daemon sent an invalid status: no \"%s\"", ctl, key);
+        return 1;
+    }
     if (strcmp(key, "peers") == 0) {
-        if (!json_is_array(v))
-            return swctl_fail("%s: daemon sent an invalid status: \"peers\" is not an array", ctl);
+        if (!json_is_array(v)) {
+            snprintf(err, errsize, "%s: daemon sent an invalid status: \"peers\" is not an array",
+                     ctl);
+            return 1;
+        }
         size_t i;
         const json_t *p;
         json_array_foreach(v, i, p)
         {
-            if (!json_is_object(p))
-                return swctl_fail("%s: daemon sent an invalid status: peers[%zu] is not an object",
-                                  ctl, i);
+            if (!json_is_object(p)) {
+                snprintf(err, errsize,
+                         "%s: daemon sent an invalid status: peers[%zu] is not an object", ctl, i);
+                return 1;
+            }
         }
         return 0;
     }
-    if (!json_is_object(v))
-        return swctl_fail("%s: daemon sent an invalid status: \"%s\" is not an object", ctl, key);
+    if (!json_is_object(v)) {
+        snprintf(err, errsize, "%s: daemon sent an invalid status: \"%s\" is not an object", ctl,
+                 key);
+        return 1;
+    }
     return 0;
 }
 
-/* Asks for the status and checks its shape; prints the failure and returns 1 on error. */
-static int swarm_fetch(const swarm_args *a, json_t **out)
+/*
+ * Asks for the status and checks its shape.  On failure returns 1 with the
+ * message (without the "swarmctl: " prefix) in err, nothing printed.
+ */
+static int swarm_fetch(const swarm_args *a, json_t **out, char *err, size_t errsize)
 {
     sw_diag d = {{0}};
     json_t *root = NULL;
     int rc = swctl_ctl_call(a->ctl_path, "status", a->timeout_ms, &root, &d);
-    if (rc != 0) return swctl_fail_diag(&d, rc);
-    static const char *const sections[] = {"node", "peers", "model", "train", "ledger", "net"};
+    if (rc != 0) {
+        snprintf(err, errsize, "%s", d.msg[0] != '\0' ? d.msg : sw_strerror(rc));
+        return SWCTL_EXIT_FAIL;
+    }
+    static const char *const sections[] = {"node",   "peers", "model", "train",
+                                           "ledger", "net",   "swarm"};
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
-        if (swarm_check_section(a->ctl_path, root, sections[i], i < 2) != 0) {
+        if (swarm_check_section(a->ctl_path, root, sections[i], i < 2, err, errsize) != 0) {
             json_decref(root);
             return SWCTL_EXIT_FAIL;
         }
@@ -304,6 +455,233 @@ static void swarm_kv(const char *key, const char *value)
     printf("%s:%s\n", key, value);
 }
 
+/* A member that is an integer, else -1 (absent, null or another type). */
+static json_int_t swarm_int(const json_t *o, const char *key)
+{
+    const json_t *v = o != NULL ? json_object_get(o, key) : NULL;
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/*
+ * The loss trend: one block per window of train.loss_history, oldest first,
+ * its height in eight levels between the lowest and the highest loss shown
+ * (level = floor(7 (v - min) / (max - min) + 0.5)); a window without steps
+ * (null) is a space; all values equal: every block at the middle level.
+ */
+static void swarm_print_trend(const json_t *train)
+{
+    static const char *const blocks[8] = {"\xe2\x96\x81", "\xe2\x96\x82", "\xe2\x96\x83",
+                                          "\xe2\x96\x84", "\xe2\x96\x85", "\xe2\x96\x86",
+                                          "\xe2\x96\x87", "\xe2\x96\x88"};
+    const json_t *h = json_object_get(train, "loss_history");
+    if (!json_is_array(h)) {
+        swarm_kv("loss_trend", h == NULL || json_is_null(h) ? "-" : "?");
+        return;
+    }
+    double lo = INFINITY, hi = -INFINITY;
+    size_t i, n = 0;
+    const json_t *v;
+    json_array_foreach(h, i, v)
+    {
+        if (!json_is_number(v)) continue;
+        double x = json_number_value(v);
+        if (x < lo) lo = x;
+        if (x > hi) hi = x;
+        n++;
+    }
+    if (n == 0) {
+        swarm_kv("loss_trend", "-");
+        return;
+    }
+    fputs("loss_trend:", stdout);
+    json_array_foreach(h, i, v)
+    {
+        if (!json_is_number(v)) {
+            fputc(' ', stdout);
+            continue;
+        }
+        int level = 3;
+        if (hi > lo) {
+            level = (int)floor(7.0 * (json_number_value(v) - lo) / (hi - lo) + 0.5);
+            level = level < 0 ? 0 : level > 7 ? 7 : level;
+        }
+        fputs(blocks[level], stdout);
+    }
+    printf(" (min %.4f, max %.4f)\n", lo, hi);
+}
+
+/*
+ * train.step_seconds (a Prometheus-style histogram) as the mean and the
+ * bucket bound under which 90% of the steps fell.
+ */
+static void swarm_print_step_seconds(const json_t *train)
+{
+    const json_t *h = json_object_get(train, "step_seconds");
+    const json_t *buckets = json_object_get(h, "buckets"), *counts = json_object_get(h, "counts");
+    json_int_t count = swarm_int(h, "count");
+    const json_t *sum = json_object_get(h, "sum");
+    if (!json_is_object(h) || count < 0 || !json_is_number(sum)) {
+        swarm_kv("step_seconds", h == NULL || json_is_null(h) ? "-" : "?");
+        return;
+    }
+    if (count == 0) {
+        swarm_kv("step_seconds", "- (no steps yet)");
+        return;
+    }
+    char line[SWARM_CELL];
+    int n = snprintf(line, sizeof line, "%.3f mean over %" JSON_INTEGER_FORMAT " steps",
+                     json_number_value(sum) / (double)count, count);
+    size_t nb = json_array_size(buckets);
+    if (json_is_array(buckets) && json_is_array(counts) && nb > 0 &&
+        json_array_size(counts) == nb && n > 0 && (size_t)n < sizeof line) {
+        size_t k = 0;
+        for (; k < nb; k++) {
+            const json_t *c = json_array_get(counts, k);
+            if (json_is_integer(c) && (double)json_integer_value(c) >= 0.9 * (double)count) break;
+        }
+        const json_t *bound = json_array_get(buckets, k < nb ? k : nb - 1);
+        if (json_is_number(bound))
+            snprintf(line + n, sizeof line - (size_t)n, ", 90%% %s %g s",
+                     k < nb ? "within" : "over", json_number_value(bound));
+    }
+    swarm_kv("step_seconds", line);
+}
+
+/* Whether peer p announced a digest at the version vector our digest covers, and another digest. */
+static bool swarm_peer_disagrees(const json_t *model, const json_t *p)
+{
+    const json_t *ours = json_object_get(model, "digest");
+    const json_t *theirs = json_object_get(p, "digest");
+    const json_t *vv = json_object_get(model, "digest_version_vector");
+    const json_t *pvv = json_object_get(p, "digest_version_vector");
+    return json_is_string(ours) && json_is_string(theirs) && json_is_object(vv) &&
+           json_is_object(pvv) && json_equal((json_t *)vv, (json_t *)pvv) &&
+           strcmp(json_string_value(ours), json_string_value(theirs)) != 0;
+}
+
+/*
+ * swarm.agreement in words.  For a disagreement it names the peer when the
+ * daemon says which one: a peer whose digest_version_vector equals ours with
+ * another digest, else its "digest disagrees with peer ..." warning.
+ */
+static void swarm_print_agreement(const json_t *root)
+{
+    const json_t *swarm = json_object_get(root, "swarm");
+    const json_t *ag = json_object_get(swarm, "agreement");
+    const json_t *agree = json_object_get(ag, "agree");
+    json_int_t compared = swarm_int(ag, "peers_compared"), same = swarm_int(ag, "peers_agree");
+    char line[SWARM_LONG + 64], b[SWARM_LONG], b2[SWARM_CELL];
+    if (!json_is_object(ag) || !(json_is_boolean(agree) || json_is_null(agree))) {
+        swarm_kv("agreement", ag == NULL || json_is_null(ag) ? "-" : "?");
+        return;
+    }
+    if (json_is_null(agree) || compared == 0) {
+        swarm_kv("agreement", "not yet comparable: no peer has announced a digest at the same "
+                              "version vector as ours");
+        return;
+    }
+    if (json_is_true(agree)) {
+        if (compared > 0 && same >= 0)
+            snprintf(line, sizeof line,
+                     "yes, %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+                     " %s at the same version vector %s the same digest",
+                     same, compared, compared == 1 ? "peer" : "peers",
+                     same == 1 ? "reports" : "report");
+        else
+            snprintf(line, sizeof line, "yes");
+        swarm_kv("agreement", line);
+        return;
+    }
+    const json_t *model = json_object_get(root, "model");
+    const json_t *peers = json_object_get(root, "peers");
+    size_t i;
+    const json_t *p;
+    json_array_foreach(peers, i, p)
+    {
+        if (!swarm_peer_disagrees(model, p)) continue;
+        char id[SWARM_CELL];
+        snprintf(line, sizeof line, "NO: peer %s reports digest %s, ours is %s",
+                 swarm_short(p, "id", id, sizeof id), swarm_short(p, "digest", b, sizeof b),
+                 swarm_short(model, "digest", b2, sizeof b2));
+        swarm_kv("agreement", line);
+        return;
+    }
+    const json_t *warnings = json_object_get(swarm, "warnings");
+    const json_t *w;
+    json_array_foreach(warnings, i, w)
+    {
+        static const char prefix[] = "digest disagrees with peer";
+        if (!json_is_string(w) || strncmp(json_string_value(w), prefix, sizeof prefix - 1) != 0)
+            continue;
+        snprintf(line, sizeof line, "NO: %s", swarm_clean(json_string_value(w), b, sizeof b));
+        swarm_kv("agreement", line);
+        return;
+    }
+    if (compared > 0 && same >= 0)
+        snprintf(line, sizeof line,
+                 "NO: %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+                 " %s at the same version vector %s another digest",
+                 compared - same, compared, compared == 1 ? "peer" : "peers",
+                 compared - same == 1 ? "reports" : "report");
+    else
+        snprintf(line, sizeof line, "NO: a peer at the same version vector reports another digest");
+    swarm_kv("agreement", line);
+}
+
+/* Peers by membership state, from swarm.peers_by_state, else counted in the peers array. */
+static void swarm_print_by_state(const json_t *root)
+{
+    static const char *const states[] = {"joining", "alive", "suspect", "dead", "left"};
+    enum { N_STATES = sizeof states / sizeof states[0] };
+    json_int_t count[N_STATES] = {0};
+    const json_t *by = json_object_get(json_object_get(root, "swarm"), "peers_by_state");
+    if (json_is_object(by)) {
+        for (size_t k = 0; k < N_STATES; k++)
+            count[k] = swarm_int(by, states[k]) > 0 ? swarm_int(by, states[k]) : 0;
+    } else {
+        size_t i;
+        const json_t *p;
+        json_array_foreach(json_object_get(root, "peers"), i, p)
+        {
+            const char *st = json_string_value(json_object_get(p, "state"));
+            for (size_t k = 0; st != NULL && k < N_STATES; k++)
+                if (strcmp(st, states[k]) == 0) count[k]++;
+        }
+    }
+    char line[SWARM_CELL];
+    size_t n = 0;
+    line[0] = '\0';
+    for (size_t k = 0; k < N_STATES; k++) {
+        if (count[k] == 0) continue;
+        int w = snprintf(line + n, sizeof line - n, "%s%s %" JSON_INTEGER_FORMAT, n > 0 ? ", " : "",
+                         states[k], count[k]);
+        if (w < 0 || (size_t)w >= sizeof line - n) break;
+        n += (size_t)w;
+    }
+    swarm_kv("by_state", n > 0 ? line : "none");
+}
+
+static void swarm_print_warnings(const json_t *swarm)
+{
+    const json_t *warnings = json_object_get(swarm, "warnings");
+    printf("\n# Warnings\n");
+    if (!json_is_array(warnings)) {
+        printf("%s\n", warnings == NULL || json_is_null(warnings) ? "-" : "?");
+        return;
+    }
+    if (json_array_size(warnings) == 0) {
+        printf("(none)\n");
+        return;
+    }
+    size_t i;
+    const json_t *w;
+    char b[SWARM_LONG];
+    json_array_foreach(warnings, i, w)
+    {
+        printf("%s\n", json_is_string(w) ? swarm_clean(json_string_value(w), b, sizeof b) : "?");
+    }
+}
+
 static void swarm_print_status(const json_t *root)
 {
     const json_t *node = json_object_get(root, "node");
@@ -311,6 +689,7 @@ static void swarm_print_status(const json_t *root)
     const json_t *train = json_object_get(root, "train");
     const json_t *ledger = json_object_get(root, "ledger");
     const json_t *net = json_object_get(root, "net");
+    const json_t *swarm = json_object_get(root, "swarm");
     char b[SWARM_CELL], b2[SWARM_CELL], line[2 * SWARM_CELL + 2];
 
     printf("# Node\n");
@@ -326,7 +705,11 @@ static void swarm_print_status(const json_t *root)
         swarm_kv("step", swarm_text(node, "step", b, sizeof b));
     }
     swarm_kv("loss", swarm_real(train, "loss", "%.4f", b, sizeof b));
+    swarm_print_trend(train);
     swarm_kv("steps_per_s", swarm_real(train, "steps_per_s", "%.2f", b, sizeof b));
+    swarm_print_step_seconds(train);
+    swarm_kv("steps", swarm_text(train, "steps", b, sizeof b));
+    swarm_kv("updates_made", swarm_text(train, "updates_made", b, sizeof b));
     swarm_kv("scale", swarm_real(train, "scale", "%.6g", b, sizeof b));
     swarm_kv("saturations", swarm_text(train, "saturations", b, sizeof b));
     const json_t *up = json_object_get(node, "uptime_s");
@@ -363,10 +746,12 @@ static void swarm_print_status(const json_t *root)
     swarm_kv("checkpoint_updates", swarm_text(ledger, "checkpoint_updates", b, sizeof b));
 
     printf("\n# Net\n");
-    static const char *const counters[] = {"bytes_in",    "bytes_out", "updates_in",
-                                           "updates_out", "msgs_in",   "msgs_out"};
+    static const char *const counters[] = {"bytes_in",    "bytes_out",       "updates_in",
+                                           "updates_out", "updates_applied", "msgs_in",
+                                           "msgs_out"};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         swarm_kv(counters[i], swarm_text(net, counters[i], b, sizeof b));
+    swarm_kv("bytes_per_update", swarm_real(net, "bytes_per_update", "%.0f", b, sizeof b));
     const json_t *dropped = json_object_get(net, "dropped");
     if (json_is_object(dropped)) {
         json_int_t total = 0;
@@ -391,21 +776,121 @@ static void swarm_print_status(const json_t *root)
         swarm_kv("dropped", swarm_text(net, "dropped", b, sizeof b));
     }
 
+    printf("\n# Swarm\n");
+    swarm_kv("lag_updates", swarm_text(swarm, "lag_updates", b, sizeof b));
+    swarm_print_agreement(root);
+    swarm_print_warnings(swarm);
+
     const json_t *peers = json_object_get(root, "peers");
     printf("\n# Peers\n");
     snprintf(b, sizeof b, "%zu", json_array_size(peers));
     swarm_kv("peers", b);
+    swarm_print_by_state(root);
 }
 
-/* ------------------------------------------------------------------- verbs */
+/* ------------------------------------------------------------------- watch */
+
+/*
+ * Ctrl-C ends a watch with exit 0.  Between snapshots the flag ends the
+ * sleep (no SA_RESTART); during a request, which nng would finish first
+ * (up to --timeout-ms), nothing is half written (stdout is flushed before
+ * each request), so the handler exits at once.
+ */
+static volatile sig_atomic_t swarm_stop;
+static volatile sig_atomic_t swarm_in_request;
+
+static void swarm_on_sigint(int sig)
+{
+    (void)sig;
+    if (swarm_in_request) _exit(SWCTL_EXIT_OK);
+    swarm_stop = 1;
+}
+
+/* Sleeps ms milliseconds, or until Ctrl-C. */
+static void swarm_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (!swarm_stop && nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static int swarm_watch(const swarm_args *a, int interval_ms, int count)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = swarm_on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sigaction(SIGINT, &sa, NULL);
+    bool tty = isatty(STDOUT_FILENO) == 1 && !a->json;
+    /* One write per snapshot on a terminal: the redraw does not flicker. */
+    if (tty) setvbuf(stdout, NULL, _IOFBF, 1u << 16);
+    int rc = SWCTL_EXIT_OK;
+    for (int i = 0; count == 0 || i < count; i++) {
+        if (i > 0) swarm_sleep_ms(interval_ms);
+        if (swarm_stop) return SWCTL_EXIT_OK;
+        json_t *root = NULL;
+        char err[SWARM_ERR];
+        if (fflush(stdout) != 0) return swctl_fail("stdout: write error");
+        swarm_in_request = 1;
+        int frc = swarm_fetch(a, &root, err, sizeof err);
+        swarm_in_request = 0;
+        if (swarm_stop) {
+            json_decref(root);
+            return SWCTL_EXIT_OK;
+        }
+        /* No daemon at the first try: a mistake worth stopping for. */
+        if (frc != 0 && i == 0) return swctl_fail("%s", err);
+        if (tty) {
+            char when[32];
+            time_t now = time(NULL);
+            struct tm tm;
+            if (localtime_r(&now, &tm) == NULL || strftime(when, sizeof when, "%H:%M:%S", &tm) == 0)
+                snprintf(when, sizeof when, "?");
+            printf("\x1b[H\x1b[2Jswarmctl status %s: every %.1f s, %s (Ctrl-C to stop)\n\n",
+                   a->ctl_path, interval_ms / 1000.0, when);
+        } else if (i > 0 && !a->json) {
+            printf("\n");
+        }
+        if (frc != 0) {
+            rc = SWCTL_EXIT_FAIL;
+            if (tty) fflush(stdout);
+            swctl_fail("%s (asking again every %d ms)", err, interval_ms);
+            continue;
+        }
+        rc = SWCTL_EXIT_OK;
+        if (a->json) {
+            if (swarm_print_json(root, a->ctl_path) != 0) rc = SWCTL_EXIT_FAIL;
+        } else {
+            swarm_print_status(root);
+            if (swarm_print_peers(json_object_get(root, "peers")) != 0) rc = SWCTL_EXIT_FAIL;
+        }
+        json_decref(root);
+        if (fflush(stdout) != 0) return swctl_fail("stdout: write error");
+    }
+    return rc;
+}
 
 int swctl_status(const char *path, int argc, char **argv)
 {
+    bool watch = false;
+    int interval_ms = SWARM_WATCH_INTERVAL_MS, count = 0;
+    swctl_opt extra[] = {
+        {"watch", 0, SWCTL_OPT_FLAG, &watch, 0, 0, false},
+        {"interval-ms", 0, SWCTL_OPT_INT, &interval_ms, 100, 3600000, false},
+        {"count", 0, SWCTL_OPT_INT, &count, 1, 1000000000, false},
+    };
     swarm_args a;
-    int rc = swarm_parse(path, swarm_status_usage, argc, argv, &a);
+    int rc = swarm_parse(path, swarm_status_usage, SWCTL_CTL_DEFAULT_TIMEOUT_MS, extra,
+                         sizeof extra / sizeof extra[0], 0, 0, NULL, argc, argv, &a);
     if (rc >= 0) return rc;
+    if (!watch && (extra[1].seen || extra[2].seen))
+        return swctl_usage_error(path, extra[1].seen ? "--interval-ms" : "--count",
+                                 "only with --watch");
+    if (watch) return swarm_watch(&a, interval_ms, count);
     json_t *root = NULL;
-    if ((rc = swarm_fetch(&a, &root)) != 0) return rc;
+    char err[SWARM_ERR];
+    if (swarm_fetch(&a, &root, err, sizeof err) != 0) return swctl_fail("%s", err);
     if (a.json) {
         rc = swarm_print_json(root, a.ctl_path);
     } else {
@@ -419,12 +904,274 @@ int swctl_status(const char *path, int argc, char **argv)
 int swctl_peers(const char *path, int argc, char **argv)
 {
     swarm_args a;
-    int rc = swarm_parse(path, swarm_peers_usage, argc, argv, &a);
+    int rc = swarm_parse(path, swarm_peers_usage, SWCTL_CTL_DEFAULT_TIMEOUT_MS, NULL, 0, 0, 0, NULL,
+                         argc, argv, &a);
     if (rc >= 0) return rc;
     json_t *root = NULL;
-    if ((rc = swarm_fetch(&a, &root)) != 0) return rc;
+    char err[SWARM_ERR];
+    if (swarm_fetch(&a, &root, err, sizeof err) != 0) return swctl_fail("%s", err);
     const json_t *peers = json_object_get(root, "peers");
     rc = a.json ? swarm_print_json(peers, a.ctl_path) : swarm_print_peers(peers);
     json_decref(root);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- verbs */
+
+/*
+ * Sends `req` (consumed) and checks that the reply says {"ok": true}.
+ * Returns 0 with the reply, else the exit code after printing what went
+ * wrong and what to do.
+ */
+static int swarm_act(const swarm_args *a, json_t *req, json_t **out)
+{
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    char name[32];
+    snprintf(name, sizeof name, "%s", cmd != NULL ? cmd : "?");
+    if (req == NULL || cmd == NULL) {
+        json_decref(req);
+        return swctl_fail("%s: out of memory", a->ctl_path);
+    }
+    sw_diag d = {{0}};
+    json_t *reply = NULL;
+    int rc = swctl_ctl_send(a->ctl_path, req, a->timeout_ms, &reply, &d);
+    json_decref(req);
+    if (rc == SWCTL_CTL_EDAEMON &&
+        strstr(d.msg, ": the daemon answered: unknown command: ") != NULL)
+        return swctl_fail("%s (this swarmd predates `swarmctl %s`: upgrade swarmd)", d.msg, name);
+    if (rc != 0) return swctl_fail_diag(&d, rc);
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        json_decref(reply);
+        return swctl_fail("%s: daemon sent an invalid reply to %s: no \"ok\": true (is swarmd "
+                          "the same version as swarmctl?)",
+                          a->ctl_path, name);
+    }
+    *out = reply;
+    return 0;
+}
+
+/* Prints the reply as JSON, or the line `human` made of it; returns the exit code. */
+static int swarm_report(const swarm_args *a, const json_t *reply, const char *human)
+{
+    if (a->json) return swarm_print_json(reply, a->ctl_path);
+    printf("%s\n", human);
+    return SWCTL_EXIT_OK;
+}
+
+/*
+ * An absolute form of path for the daemon, whose working directory is not
+ * ours: cwd + "/" + path when relative (not resolved: the file may not exist
+ * yet, and the daemon's user may see more than we do).
+ */
+static int swarm_absolute(const char *what, const char *path, char **out)
+{
+    if (path[0] == '/') {
+        *out = strdup(path);
+        return *out == NULL ? swctl_fail("%s: out of memory", what) : 0;
+    }
+    size_t size = 4096;
+    char *cwd = NULL;
+    for (;;) {
+        char *grown = realloc(cwd, size);
+        if (grown == NULL) {
+            free(cwd);
+            return swctl_fail("%s: out of memory", what);
+        }
+        cwd = grown;
+        if (getcwd(cwd, size) != NULL) break;
+        if (errno != ERANGE || size >= (1u << 20)) {
+            int e = errno;
+            free(cwd);
+            return swctl_fail("%s: %s is relative and the current directory is unknown (%s): "
+                              "give an absolute path",
+                              what, path, strerror(e));
+        }
+        size *= 2;
+    }
+    const char *p = path;
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    size_t cl = strlen(cwd);
+    bool slash = cl > 0 && cwd[cl - 1] == '/';
+    size_t n = cl + 1 + strlen(p) + 1;
+    *out = malloc(n);
+    if (*out != NULL) snprintf(*out, n, "%s%s%s", cwd, slash ? "" : "/", p);
+    free(cwd);
+    return *out == NULL ? swctl_fail("%s: out of memory", what) : 0;
+}
+
+static int swarm_simple(const char *path, const char *usage, const char *cmd, int argc, char **argv,
+                        json_t **reply, swarm_args *a)
+{
+    int rc =
+        swarm_parse(path, usage, SWCTL_CTL_DEFAULT_TIMEOUT_MS, NULL, 0, 0, 0, NULL, argc, argv, a);
+    if (rc >= 0) return rc;
+    return swarm_act(a, json_pack("{s:s}", "cmd", cmd), reply);
+}
+
+int swctl_pause(const char *path, int argc, char **argv)
+{
+    swarm_args a;
+    json_t *reply = NULL;
+    int rc = swarm_simple(path, swarm_pause_usage, "pause", argc, argv, &reply, &a);
+    if (rc >= 0 && reply == NULL) return rc;
+    char b[SWARM_CELL], line[SWARM_CELL + 64];
+    const char *st = swarm_text(reply, "state", b, sizeof b);
+    if (strcmp(st, "paused") == 0)
+        snprintf(line, sizeof line,
+                 "paused: the node keeps syncing and serving; `swarmctl "
+                 "resume` restarts training");
+    else
+        snprintf(line, sizeof line, "pause accepted: the node is now %s", st);
+    rc = swarm_report(&a, reply, line);
+    json_decref(reply);
+    return rc;
+}
+
+int swctl_resume(const char *path, int argc, char **argv)
+{
+    swarm_args a;
+    json_t *reply = NULL;
+    int rc = swarm_simple(path, swarm_resume_usage, "resume", argc, argv, &reply, &a);
+    if (rc >= 0 && reply == NULL) return rc;
+    char b[SWARM_CELL], line[SWARM_CELL + 64];
+    const char *st = swarm_text(reply, "state", b, sizeof b);
+    if (strcmp(st, "training") == 0)
+        snprintf(line, sizeof line, "training: the node makes updates again");
+    else if (strcmp(st, "done") == 0)
+        snprintf(line, sizeof line,
+                 "done: the run has reached max_steps; the node keeps syncing "
+                 "and serving");
+    else
+        snprintf(line, sizeof line, "resume accepted: the node is now %s", st);
+    rc = swarm_report(&a, reply, line);
+    json_decref(reply);
+    return rc;
+}
+
+int swctl_leave(const char *path, int argc, char **argv)
+{
+    swarm_args a;
+    json_t *reply = NULL;
+    int rc = swarm_simple(path, swarm_leave_usage, "leave", argc, argv, &reply, &a);
+    if (rc >= 0 && reply == NULL) return rc;
+    rc = swarm_report(&a, reply,
+                      "leaving: the node publishes its last updates, says goodbye to its peers, "
+                      "writes a final checkpoint and exits");
+    json_decref(reply);
+    return rc;
+}
+
+int swctl_join(const char *path, int argc, char **argv)
+{
+    swarm_args a;
+    int rc = swarm_parse(path, swarm_join_usage, SWCTL_CTL_JOIN_TIMEOUT_MS, NULL, 0, 1, 1, "ADDR",
+                         argc, argv, &a);
+    if (rc >= 0) return rc;
+    const char *addr = a.pos[0];
+    if (strstr(addr, "://") == NULL)
+        return swctl_usage_error(path, addr,
+                                 "not a sync address: give a URL like tcp://HOST:PORT (a "
+                                 "member's sync_addr in `swarmctl status`)");
+    json_t *reply = NULL;
+    if ((rc = swarm_act(&a, json_pack("{s:s,s:s}", "cmd", "join", "addr", addr), &reply)) != 0)
+        return rc;
+    char b[SWARM_CELL], line[2 * SWARM_CELL + 64];
+    char shown[SWARM_CELL];
+    swarm_clean(addr, shown, sizeof shown);
+    json_int_t members = swarm_int(reply, "members");
+    if (members >= 0)
+        snprintf(line, sizeof line, "joined %s: the swarm has %s member%s", shown,
+                 swarm_text(reply, "members", b, sizeof b), members == 1 ? "" : "s");
+    else
+        snprintf(line, sizeof line, "joined %s", shown);
+    rc = swarm_report(&a, reply, line);
+    json_decref(reply);
+    return rc;
+}
+
+int swctl_checkpoint(const char *path, int argc, char **argv)
+{
+    swarm_args a;
+    int rc = swarm_parse(path, swarm_checkpoint_usage, SWCTL_CTL_CHECKPOINT_TIMEOUT_MS, NULL, 0, 0,
+                         0, NULL, argc, argv, &a);
+    if (rc >= 0) return rc;
+    json_t *reply = NULL;
+    if ((rc = swarm_act(&a, json_pack("{s:s}", "cmd", "checkpoint"), &reply)) != 0) return rc;
+    char b[SWARM_CELL], p[SWARM_LONG], line[SWARM_LONG + SWARM_CELL + 64];
+    snprintf(line, sizeof line, "checkpoint of %s updates: %s",
+             swarm_text(reply, "updates", b, sizeof b), swarm_text(reply, "path", p, sizeof p));
+    rc = swarm_report(&a, reply, line);
+    json_decref(reply);
+    return rc;
+}
+
+int swctl_ctl_export(const char *path, int argc, char **argv)
+{
+    const char *dtype = "f32";
+    swctl_opt extra[] = {{"dtype", 0, SWCTL_OPT_STR, &dtype, 0, 0, false}};
+    swarm_args a;
+    int rc = swarm_parse(path, swarm_export_usage, SWCTL_CTL_LONG_TIMEOUT_MS, extra, 1, 1, 1,
+                         "OUT_DIR", argc, argv, &a);
+    if (rc >= 0) return rc;
+    if (strcmp(dtype, "f32") != 0 && strcmp(dtype, "f16") != 0)
+        return swctl_usage_error(path, "--dtype", "'%s' is not f32 or f16", dtype);
+    if (a.pos[0][0] == '\0') return swctl_usage_error(path, "OUT_DIR", "empty path");
+    char *out = NULL;
+    if ((rc = swarm_absolute("OUT_DIR", a.pos[0], &out)) != 0) return rc;
+    json_t *reply = NULL;
+    rc = swarm_act(&a, json_pack("{s:s,s:s,s:s}", "cmd", "export", "out", out, "dtype", dtype),
+                   &reply);
+    if (rc != 0) {
+        free(out);
+        return rc;
+    }
+    char b[SWARM_CELL], dig[SWARM_CELL], p[SWARM_LONG], line[SWARM_LONG + 2 * SWARM_CELL + 64];
+    const json_t *rout = json_object_get(reply, "out");
+    snprintf(line, sizeof line, "exported %s updates to %s (%s), digest %s",
+             swarm_text(reply, "updates", b, sizeof b),
+             json_is_string(rout) ? swarm_clean(json_string_value(rout), p, sizeof p) : out,
+             strcmp(dtype, "f16") == 0 ? "F16" : "F32",
+             swarm_text(reply, "digest", dig, sizeof dig));
+    rc = swarm_report(&a, reply, line);
+    json_decref(reply);
+    free(out);
+    return rc;
+}
+
+int swctl_ctl_eval(const char *path, int argc, char **argv)
+{
+    const char *data = NULL;
+    swctl_opt extra[] = {{"data", 0, SWCTL_OPT_STR, &data, 0, 0, false}};
+    swarm_args a;
+    int rc = swarm_parse(path, swarm_eval_usage, SWCTL_CTL_LONG_TIMEOUT_MS, extra, 1, 0, 0, NULL,
+                         argc, argv, &a);
+    if (rc >= 0) return rc;
+    if (data == NULL) return swctl_usage_error(path, "--data", "missing (required by '%s')", path);
+    if (data[0] == '\0') return swctl_usage_error(path, "--data", "empty path");
+    char *file = NULL;
+    if ((rc = swarm_absolute("--data", data, &file)) != 0) return rc;
+    json_t *reply = NULL;
+    rc = swarm_act(&a, json_pack("{s:s,s:s}", "cmd", "eval", "data", file), &reply);
+    free(file);
+    if (rc != 0) return rc;
+    char loss[SWARM_CELL], ppl[SWARM_CELL], tok[SWARM_CELL], rec[SWARM_CELL], acc[SWARM_CELL],
+        upd[SWARM_CELL];
+    char line[8 * SWARM_CELL];
+    int n =
+        snprintf(line, sizeof line, "loss %s nats/token, perplexity %s on %s tokens in %s records",
+                 swarm_real(reply, "loss", "%.6f", loss, sizeof loss),
+                 swarm_real(reply, "perplexity", "%.4f", ppl, sizeof ppl),
+                 swarm_text(reply, "tokens", tok, sizeof tok),
+                 swarm_text(reply, "records", rec, sizeof rec));
+    const json_t *accuracy = json_object_get(reply, "accuracy");
+    if (json_is_number(accuracy) && n > 0 && (size_t)n < sizeof line)
+        n += snprintf(line + n, sizeof line - (size_t)n, ", accuracy %s",
+                      swarm_real(reply, "accuracy", "%.4f", acc, sizeof acc));
+    if (json_object_get(reply, "updates") != NULL && n > 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n, "; the model holds %s updates",
+                 swarm_text(reply, "updates", upd, sizeof upd));
+    rc = swarm_report(&a, reply, line);
+    json_decref(reply);
     return rc;
 }

@@ -208,8 +208,18 @@ fail:
 int swctl_ctl_call(const char *path, const char *cmd, int timeout_ms, json_t **out, sw_diag *diag)
 {
     json_t *req = json_pack("{s:s}", "cmd", cmd);
-    char *text = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    if (req == NULL) return sw_diag_set(diag, SW_ENOMEM, "%s: out of memory", path);
+    int rc = swctl_ctl_send(path, req, timeout_ms, out, diag);
     json_decref(req);
+    return rc;
+}
+
+int swctl_ctl_send(const char *path, const json_t *request, int timeout_ms, json_t **out,
+                   sw_diag *diag)
+{
+    const char *cmd = json_string_value(json_object_get(request, "cmd"));
+    SW_ASSERT(cmd != NULL);
+    char *text = json_dumps(request, JSON_COMPACT);
     if (text == NULL) return sw_diag_set(diag, SW_ENOMEM, "%s: out of memory", path);
     char *reply = NULL;
     size_t len = 0;

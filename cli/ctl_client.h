@@ -4,8 +4,9 @@
  *
  * The daemon serves an nng REP socket over IPC (file mode 0600; by default
  * STATE_DIR/control.sock).  One call is one REQ round trip: the request is
- * the JSON text {"cmd":"<name>"} (UTF-8, no NUL), the reply one JSON object;
- * a daemon that cannot serve the command answers {"error":"<text>"}.  Every
+ * one JSON object {"cmd":"<name>", ...arguments} (UTF-8, no NUL), the reply
+ * one JSON object; a daemon that cannot serve the command answers
+ * {"error":"<text>"} (docs/cli.md has the commands).  Every
  * failure names the control socket path, and "nothing listens there" has its
  * own code and message (SWCTL_CTL_ENODAEMON) because it is the common case:
  * the daemon is not running, or runs with another state directory.
@@ -63,8 +64,22 @@ int swctl_ctl_request(const char *path, const char *request, size_t request_len,
 /*
  * Sends {"cmd":cmd} and returns the reply as a JSON object.  A reply that is
  * not a JSON object is SWCTL_CTL_EBADREPLY ("PATH: daemon sent an invalid
- * <cmd>: <why>"); {"error": TEXT} is SWCTL_CTL_EDAEMON with "PATH: TEXT".
+ * <cmd>: <why>"); {"error": TEXT} is SWCTL_CTL_EDAEMON with "PATH: the
+ * daemon answered: TEXT" (control characters replaced).
  */
 int swctl_ctl_call(const char *path, const char *cmd, int timeout_ms, json_t **out, sw_diag *diag);
+
+/*
+ * swctl_ctl_call with arguments: `request` is the whole request object (its
+ * "cmd" string names the command in messages); it is only read.  Replies
+ * are checked as by swctl_ctl_call.
+ */
+int swctl_ctl_send(const char *path, const json_t *request, int timeout_ms, json_t **out,
+                   sw_diag *diag);
+
+/* Default timeouts of the verbs whose reply comes when the work is done (docs/cli.md). */
+#define SWCTL_CTL_JOIN_TIMEOUT_MS 30000
+#define SWCTL_CTL_CHECKPOINT_TIMEOUT_MS 120000
+#define SWCTL_CTL_LONG_TIMEOUT_MS 600000 /* export, eval */
 
 #endif

@@ -1,7 +1,7 @@
 /*
- * swarmctl: the command-line tool of swarmtune.  Verb groups (`model`, and
- * later the daemon's verbs) are dispatched from one table; each group lives
- * in its own file (cmd_<group>.c) with its own table of verbs.
+ * swarmctl: the command-line tool of swarmtune.  Verb groups (`model`) and
+ * the commands that drive a running swarmd (cmd_swarm.c) are dispatched from
+ * one table; each group lives in its own file (cmd_<group>.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,8 +16,15 @@ static const swctl_verb swarmctl_groups[] = {
     {"model", swctl_model_main,
      "model tools: init, inspect, tokenize, eval, generate, "
      "convert, export"},
-    {"status", swctl_status, "a running swarmd: node, model, ledger, network, peers"},
+    {"status", swctl_status, "a running swarmd: node, model, ledger, net, swarm, peers (--watch)"},
     {"peers", swctl_peers, "a running swarmd's peers table"},
+    {"pause", swctl_pause, "stop a running swarmd making updates (it keeps syncing)"},
+    {"resume", swctl_resume, "restart training on a paused swarmd"},
+    {"leave", swctl_leave, "make a running swarmd leave the swarm and exit"},
+    {"join", swctl_join, "connect a running swarmd to a swarm member: join ADDR"},
+    {"checkpoint", swctl_checkpoint, "make a running swarmd write a checkpoint now"},
+    {"export", swctl_ctl_export, "write a running swarmd's live model: export OUT_DIR"},
+    {"eval", swctl_ctl_eval, "score a running swarmd's live model: eval --data FILE"},
 };
 
 static const char swarmctl_intro[] =
@@ -25,7 +32,7 @@ static const char swarmctl_intro[] =
     "       swarmctl --version\n"
     "\n"
     "Drives swarmtune: offline model tools, and a running swarmd.\n"
-    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+    "Exit status: 0 success, 1 failure (or no daemon, or an error from it), 2 usage error.\n";
 
 int main(int argc, char **argv)
 {

@@ -8,11 +8,17 @@ object (built here, independently of the C code), text that is not JSON, an
 timeout).  Checks that --json round-trips the object, that the human output
 has its sections, short ids and one table row per peer, that every failure
 exits 1 naming the control socket, that --state-dir resolves to
-DIR/control.sock, and that usage errors exit 2.  Exits non-zero on any
-failure.
+DIR/control.sock, and that usage errors exit 2.  Then the additions of
+issue 5: the loss sparkline (against a reference written here from the
+rule in docs/cli.md), agreement in words, warnings, peers by state; a
+status without them (an older daemon); `status --watch` (snapshots, a tty
+redraw, Ctrl-C); and the acting verbs (pause ... eval): the request each
+sends (recorded by nngcat), the line it prints, --json, the daemon's errors
+and usage errors.  Exits non-zero on any failure.
 """
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -22,7 +28,7 @@ import tempfile
 import time
 
 BUILD = os.environ.get("SW_BUILD_ROOT", "build")
-SWARMCTL = os.path.join(BUILD, "cli", "swarmctl")
+SWARMCTL = os.path.abspath(os.path.join(BUILD, "cli", "swarmctl"))
 NNGCAT = shutil.which("nngcat") or "/usr/bin/nngcat"
 NO_DAEMON = ("no daemon at {}: is swarmd running? (see `systemctl status swarmd`, "
              "or pass --control PATH / --state-dir DIR)")
@@ -91,15 +97,25 @@ def status_object():
 
 
 class FakeDaemon:
-    """nngcat answering every request on ipc://path with `data` (None: never answering)."""
+    """nngcat answering every request on ipc://path with `data` (None: never answering),
+    at most `count` times; with record=True the requests it received are kept
+    (requests())."""
 
-    def __init__(self, path, data):
+    def __init__(self, path, data, record=False, count=None):
         self.path = path
+        self.log = path + ".requests" if record else None
         args = [NNGCAT, "--rep", "--listen", "ipc://" + path]
+        if record:
+            args += ["--ascii"]
+        if count is not None:
+            args += ["--count", str(count)]
         if data is not None:
             args += ["--data", data]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        out = open(self.log, "wb") if record else subprocess.DEVNULL
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.PIPE)
+        if record:
+            out.close()
         _fakes.append(self)
         deadline = time.time() + 10
         while not os.path.exists(path) and self.proc.poll() is None and time.time() < deadline:
@@ -107,6 +123,23 @@ class FakeDaemon:
         time.sleep(0.1)  # nng binds, then listens: leave it the moment between
         if self.proc.poll() is not None or not os.path.exists(path):
             raise RuntimeError(f"nngcat did not start listening on {path}")
+
+    def requests(self):
+        """The requests received so far, parsed (nngcat prints them back to back)."""
+        with open(self.log, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        dec, out, i = json.JSONDecoder(), [], 0
+        while i < len(text):
+            if text[i].isspace():
+                i += 1
+                continue
+            try:
+                obj, i = dec.raw_decode(text, i)
+            except ValueError:
+                out.append(text[i:])
+                break
+            out.append(obj)
+        return out
 
     def stop(self):
         if self.proc.poll() is None:
@@ -357,6 +390,371 @@ def test_usage(tmp):
           "swarmctl --help lists status and peers", out)
 
 
+# ------------------------------------------------------------ issue 5 additions
+
+BLOCKS = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"  # ▁▂▃▄▅▆▇█
+
+
+def sparkline(hist):
+    """docs/cli.md: eight levels between the lowest and highest loss shown,
+    level = floor(7 (v - min) / (max - min) + 0.5); null a space; all equal: level 3."""
+    nums = [v for v in hist if v is not None]
+    lo, hi = min(nums), max(nums)
+    out = []
+    for v in hist:
+        if v is None:
+            out.append(" ")
+        elif hi == lo:
+            out.append(BLOCKS[3])
+        else:
+            out.append(BLOCKS[max(0, min(7, math.floor(7 * (v - lo) / (hi - lo) + 0.5)))])
+    return "".join(out)
+
+
+def status_object_v2():
+    """status_object plus the fields of issue 5 (docs/cli.md)."""
+    obj = status_object()
+    obj["node"]["state"] = "paused"
+    obj["model"]["digest_version_vector"] = dict(obj["model"]["version_vector"])
+    hist = [3.6, 3.55, None, 3.5, 3.45, 3.45, 3.40] + [3.40 - 0.01 * i for i in range(20)]
+    obj["train"].update({
+        "loss_history": hist, "steps": 1300, "updates_made": 1234,
+        "step_seconds": {"buckets": [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+                         "counts": [0, 0, 10, 900, 1200, 1300, 1300, 1300, 1300],
+                         "count": 1300, "sum": 650.0}})
+    obj["net"].update({"bytes_per_update": 40213.25, "updates_applied": 2400})
+    obj["swarm"] = {
+        "lag_updates": 12,
+        "agreement": {"peers_compared": 2, "peers_agree": 2, "agree": True},
+        "peers_by_state": {"joining": 1, "alive": 1, "suspect": 1, "dead": 0, "left": 0},
+        "warnings": [f"peer {obj['peers'][1]['id'][:12]} is suspect (last seen 4.2 s ago)",
+                     "412 messages dropped: bad_signature 400, rate_limited 12",
+                     "a warning with an escape \u001b[2J sequence"]}
+    return obj
+
+
+def status_lines(sock, what):
+    rc, text, err = run("status", "--control", sock)
+    check(rc == 0, f"{what}: status exit 0", err)
+    return text
+
+
+def test_status_v2(tmp):
+    # the sparkline rule on a hand-derived example: 4 -> top, 3 -> bottom,
+    # 3.5 -> floor(3.5 + 0.5) = 4, null -> space
+    check(sparkline([4.0, None, 3.0, 3.5, 3.0]) == "\u2588 \u2581\u2585\u2581",
+          "the reference sparkline gives the hand-derived one")
+    obj = status_object_v2()
+    sock = os.path.join(tmp, "v2.sock")
+    fake = FakeDaemon(sock, json.dumps(obj))
+    rc, out, err = run("status", "--json", "--control", sock)
+    check(rc == 0 and json.loads(out) == obj, "v2 status --json: the daemon's object verbatim",
+          out[:300] + err)
+    text = status_lines(sock, "v2")
+    lines = text.splitlines()
+    trend = [l for l in lines if l.startswith("loss_trend:")]
+    hist = obj["train"]["loss_history"]
+    want = "loss_trend:" + sparkline(hist) + " (min 3.2100, max 3.6000)"
+    check(trend == [want], "v2: the loss trend as a sparkline with its range", trend)
+    for e in ["state:paused", "steps:1300", "updates_made:1234",
+              "step_seconds:0.500 mean over 1300 steps, 90% within 1 s",  # 1200 >= 0.9 * 1300
+              "updates_applied:2400", "bytes_per_update:40213", "lag_updates:12",
+              "agreement:yes, 2 of 2 peers at the same version vector report the same digest",
+              "by_state:joining 1, alive 1, suspect 1"]:
+        check(e in lines, f"v2: line {e!r}", text)
+    w = lines.index("# Warnings") if "# Warnings" in lines else -1
+    check(w >= 0 and lines[w + 1:w + 3] == obj["swarm"]["warnings"][:2],
+          "v2: the warnings section lists the daemon's warnings", text)
+    check("\x1b" not in text and "a warning with an escape ?[2J sequence" in lines,
+          "v2: a warning's escape sequence does not reach the terminal", text)
+    fake.stop()
+
+    # agreement, case by case
+    me = obj["model"]
+    b = obj["peers"][0]
+    cases = [
+        ("one peer agrees", {"peers_compared": 1, "peers_agree": 1, "agree": True}, None, [],
+         "agreement:yes, 1 of 1 peer at the same version vector reports the same digest"),
+        ("nobody comparable", {"peers_compared": 0, "peers_agree": 0, "agree": None}, None, [],
+         "agreement:not yet comparable: no peer has announced a digest at the same version "
+         "vector as ours"),
+        ("a peer named by its digest_version_vector",
+         {"peers_compared": 2, "peers_agree": 1, "agree": False}, "peer", [],
+         f"agreement:NO: peer {b['id'][:12]} reports digest {b['digest'][:12]}, ours is "
+         f"{me['digest'][:12]}"),
+        ("a peer named by a warning", {"peers_compared": 2, "peers_agree": 1, "agree": False},
+         None, [f"digest disagrees with peer {b['id'][:12]} at 3690 updates"],
+         f"agreement:NO: digest disagrees with peer {b['id'][:12]} at 3690 updates"),
+        ("no peer named", {"peers_compared": 3, "peers_agree": 2, "agree": False}, None, [],
+         "agreement:NO: 1 of 3 peers at the same version vector reports another digest"),
+    ]
+    for i, (what, ag, peer_vv, warnings, want) in enumerate(cases):
+        o = status_object_v2()
+        o["swarm"]["agreement"] = ag
+        o["swarm"]["warnings"] = warnings
+        if peer_vv:
+            o["peers"][0]["digest_version_vector"] = dict(o["model"]["digest_version_vector"])
+            # a peer at another version vector with another digest is no disagreement
+            o["peers"][1]["digest_version_vector"] = {"00": 1}
+            o["peers"][1]["digest"] = hexid("other")
+        s = os.path.join(tmp, f"ag{i}.sock")
+        fake = FakeDaemon(s, json.dumps(o))
+        text = status_lines(s, f"agreement: {what}")
+        check(want in text.splitlines(), f"agreement: {what}: {want!r}", text)
+        if not warnings:
+            w = text.splitlines()
+            check(w[w.index("# Warnings") + 1] == "(none)", f"agreement: {what}: warnings (none)")
+        fake.stop()
+
+
+def test_old_daemon(tmp):
+    """A status without the issue-5 fields (an older daemon) prints them as absent."""
+    obj = status_object()
+    sock = os.path.join(tmp, "old.sock")
+    fake = FakeDaemon(sock, json.dumps(obj))
+    text = status_lines(sock, "older daemon")
+    lines = text.splitlines()
+    for e in ["loss_trend:-", "step_seconds:-", "steps:-", "updates_made:-", "updates_applied:-",
+              "bytes_per_update:-", "lag_updates:-", "agreement:-",
+              "by_state:joining 1, alive 1, suspect 1"]:  # counted from the peers array
+        check(e in lines, f"older daemon: line {e!r}", text)
+    w = lines.index("# Warnings") if "# Warnings" in lines else -1
+    check(w >= 0 and lines[w + 1] == "-", "older daemon: warnings '-'", text)
+    fake.stop()
+    # wrong types where objects are expected: still no crash
+    obj = status_object_v2()
+    obj["train"]["loss_history"] = "x"
+    obj["train"]["step_seconds"] = [1]
+    obj["swarm"] = {"lag_updates": "x", "agreement": [], "peers_by_state": 3, "warnings": {}}
+    obj["net"]["bytes_per_update"] = None
+    sock = os.path.join(tmp, "odd.sock")
+    fake = FakeDaemon(sock, json.dumps(obj))
+    text = status_lines(sock, "odd types")
+    for e in ["loss_trend:?", "step_seconds:?", "agreement:?", "bytes_per_update:-",
+              "lag_updates:x"]:
+        check(e in text.splitlines(), f"odd types: line {e!r}", text)
+    fake.stop()
+    obj = status_object_v2()
+    obj["swarm"] = "nope"
+    fake = FakeDaemon(os.path.join(tmp, "odd2.sock"), json.dumps(obj))
+    expect_fail(["status", "--control", fake.path], 1, ['"swarm" is not an object'],
+                "status with a swarm that is not an object")
+    fake.stop()
+
+
+def test_watch(tmp):
+    obj = status_object_v2()
+    sock = os.path.join(tmp, "watch.sock")
+    fake = FakeDaemon(sock, json.dumps(obj))
+    _, snap, _ = run("status", "--control", sock)
+    t0 = time.time()
+    rc, out, err = run("status", "--control", sock, "--watch", "--count", "2",
+                       "--interval-ms", "300")
+    dt = time.time() - t0
+    check(rc == 0 and out == snap + "\n" + snap,
+          "watch --count 2 (not a tty): two snapshots separated by a blank line", out[-300:] + err)
+    check(0.3 <= dt < 5, f"watch --count 2 waits one interval between them ({dt:.2f} s)")
+    rc, out, err = run("status", "--control", sock, "--watch", "--count", "3", "--json",
+                       "--interval-ms", "100")
+    ls = out.splitlines()
+    check(rc == 0 and len(ls) == 3 and all(json.loads(l) == obj for l in ls),
+          "watch --json --count 3: three objects, one per line", out[:300] + err)
+
+    # on a terminal: the screen is cleared before each snapshot
+    import pty
+    master, slave = pty.openpty()
+    p = subprocess.Popen([SWARMCTL, "status", "--control", sock, "--watch", "--count", "2",
+                          "--interval-ms", "100"], stdin=subprocess.DEVNULL, stdout=slave,
+                         stderr=subprocess.PIPE)
+    os.close(slave)
+    data = b""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    rc = p.wait(timeout=10)
+    os.close(master)
+    p.stderr.close()
+    tty = data.decode("utf-8", "replace")
+    check(rc == 0 and tty.count("\x1b[H\x1b[2J") == 2 and tty.count("# Node") == 2 and
+          "every 0.1 s" in tty, "watch on a tty: cleared and redrawn twice, with a header",
+          tty[:300])
+
+    # Ctrl-C ends it with exit 0, between snapshots and while waiting for a reply
+    p = subprocess.Popen([SWARMCTL, "status", "--control", sock, "--watch", "--interval-ms",
+                          "200"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    time.sleep(0.8)
+    p.send_signal(signal.SIGINT)
+    try:
+        out, err = p.communicate(timeout=5)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        rc = None
+    check(rc == 0 and out.decode().count("# Node") >= 2,
+          f"watch: Ctrl-C exits 0 (rc {rc}, {out.decode().count('# Node')} snapshots)",
+          err.decode())
+    fake.stop()
+    mute = FakeDaemon(os.path.join(tmp, "mutew.sock"), None)
+    p = subprocess.Popen([SWARMCTL, "status", "--control", mute.path, "--watch",
+                          "--timeout-ms", "20000"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    try:
+        p.communicate(timeout=5)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        rc = None
+    check(rc == 0 and time.time() - t0 < 3, f"watch: Ctrl-C during a request exits 0 at once "
+          f"(rc {rc})")
+    mute.stop()
+
+    # failures: none at first -> exit 1 at once; the daemon going away later -> retried, exit 1
+    missing = os.path.join(tmp, "nowatch.sock")
+    expect_fail(["status", "--control", missing, "--watch", "--count", "5"], 1,
+                [NO_DAEMON.format(missing)], "watch with no daemon")
+    once = FakeDaemon(os.path.join(tmp, "once.sock"), json.dumps(obj), count=1)
+    rc, out, err = run("status", "--control", once.path, "--watch", "--count", "3",
+                       "--interval-ms", "200")
+    check(rc == 1 and out.count("# Node") == 1 and "asking again every 200 ms" in err,
+          "watch: a daemon that goes away is asked again; exit 1 when the last try failed",
+          out[-200:] + err)
+    once.stop()
+
+
+def test_verbs_fake(tmp):
+    """The acting verbs against nngcat: the request sent, the line printed, --json."""
+    d = hexid("export-digest")
+    cases = [
+        (["pause"], {"ok": True, "state": "paused"}, {"cmd": "pause"},
+         "paused: the node keeps syncing and serving; `swarmctl resume` restarts training"),
+        (["resume"], {"ok": True, "state": "training"}, {"cmd": "resume"},
+         "training: the node makes updates again"),
+        (["resume"], {"ok": True, "state": "done"}, {"cmd": "resume"},
+         "done: the run has reached max_steps; the node keeps syncing and serving"),
+        (["leave"], {"ok": True}, {"cmd": "leave"},
+         "leaving: the node publishes its last updates, says goodbye to its peers, writes a "
+         "final checkpoint and exits"),
+        (["join", "tcp://127.0.0.1:7702"], {"ok": True, "members": 3},
+         {"cmd": "join", "addr": "tcp://127.0.0.1:7702"},
+         "joined tcp://127.0.0.1:7702: the swarm has 3 members"),
+        (["checkpoint"], {"ok": True, "updates": 120, "path": "/srv/st/checkpoints/c120"},
+         {"cmd": "checkpoint"}, "checkpoint of 120 updates: /srv/st/checkpoints/c120"),
+        (["export", "rel/out", "--dtype", "f16"],
+         {"ok": True, "out": os.path.join(tmp, "rel/out"), "updates": 5, "digest": d},
+         {"cmd": "export", "out": os.path.join(tmp, "rel/out"), "dtype": "f16"},
+         f"exported 5 updates to {os.path.join(tmp, 'rel/out')} (F16), digest {d}"),
+        (["export", "./x"], {"ok": True, "out": os.path.join(tmp, "x"), "updates": 5, "digest": d},
+         {"cmd": "export", "out": os.path.join(tmp, "x"), "dtype": "f32"},
+         f"exported 5 updates to {os.path.join(tmp, 'x')} (F32), digest {d}"),
+        (["export", "/abs/out"], {"ok": True, "out": "/abs/out", "updates": 7, "digest": d},
+         {"cmd": "export", "out": "/abs/out", "dtype": "f32"},
+         f"exported 7 updates to /abs/out (F32), digest {d}"),
+        (["eval", "--data", "d.jsonl"],
+         {"ok": True, "loss": 3.25, "perplexity": math.exp(3.25), "tokens": 73, "records": 73,
+          "accuracy": 0.25, "updates": 40},
+         {"cmd": "eval", "data": os.path.join(tmp, "d.jsonl")},
+         f"loss 3.250000 nats/token, perplexity {math.exp(3.25):.4f} on 73 tokens in 73 records, "
+         "accuracy 0.2500; the model holds 40 updates"),
+        (["eval", "--data", "/d/t.jsonl"],
+         {"ok": True, "loss": 2.5, "perplexity": math.exp(2.5), "tokens": 9, "records": 2,
+          "accuracy": None, "updates": 41},
+         {"cmd": "eval", "data": "/d/t.jsonl"},
+         f"loss 2.500000 nats/token, perplexity {math.exp(2.5):.4f} on 9 tokens in 2 records; "
+         "the model holds 41 updates"),
+    ]
+    for i, (args, reply, want_req, want_line) in enumerate(cases):
+        what = "swarmctl " + " ".join(args)
+        sock = os.path.join(tmp, f"verb{i}.sock")
+        fake = FakeDaemon(sock, json.dumps(reply), record=True)
+        p = subprocess.run([SWARMCTL, *args, "--control", sock], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=20, cwd=tmp)
+        out, err = p.stdout.decode(), p.stderr.decode()
+        check(p.returncode == 0 and out == want_line + "\n", f"{what}: exit 0, {want_line!r}",
+              out + err)
+        p = subprocess.run([SWARMCTL, *args, "--control", sock, "--json"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=20, cwd=tmp)
+        out = p.stdout.decode()
+        check(p.returncode == 0 and out.count("\n") == 1 and json.loads(out) == reply,
+              f"{what} --json: the reply as received, one line", out + p.stderr.decode())
+        time.sleep(0.05)
+        reqs = fake.requests()
+        check(reqs == [want_req, want_req], f"{what}: sends {json.dumps(want_req)}", reqs)
+        fake.stop()
+
+    # the daemon's errors, and replies that are not what the contract says
+    errs = [
+        (["join", "tcp://10.9.9.9:7702"],
+         {"error": "no answer from tcp://10.9.9.9:7702 within 10 s: is that member running?"},
+         ["the daemon answered: no answer from tcp://10.9.9.9:7702 within 10 s: is that member "
+          "running?"]),
+        (["pause"], {"error": "unknown command: pause"},
+         ["unknown command: pause", "upgrade swarmd"]),
+        (["pause"], {"state": "paused"}, ['no "ok": true']),
+        (["checkpoint"], "not json", ["invalid checkpoint", "not JSON"]),
+    ]
+    for i, (args, reply, names) in enumerate(errs):
+        sock = os.path.join(tmp, f"verr{i}.sock")
+        fake = FakeDaemon(sock, reply if isinstance(reply, str) else json.dumps(reply))
+        expect_fail(args + ["--control", sock], 1, [sock + ": "] + names,
+                    f"{' '.join(args)} answered {str(reply)[:40]}")
+        fake.stop()
+    for verb in (["pause"], ["resume"], ["leave"], ["join", "tcp://127.0.0.1:1"], ["checkpoint"],
+                 ["export", "/tmp/x"], ["eval", "--data", "/tmp/x.jsonl"]):
+        sd = os.path.join(tmp, "nodir")
+        expect_fail(verb + ["--state-dir", sd], 1, [NO_DAEMON.format(sd + "/control.sock")],
+                    f"{verb[0]} with no daemon")
+    mute = FakeDaemon(os.path.join(tmp, "mutev.sock"), None)
+    t0 = time.time()
+    expect_fail(["export", "/tmp/x", "--control", mute.path, "--timeout-ms", "300"], 1,
+                ["within 300 ms"], "export to a daemon that never answers")
+    check(time.time() - t0 < 5, "export: --timeout-ms is honoured")
+    mute.stop()
+
+
+def test_verbs_usage(tmp):
+    cases = [
+        (["join"], ["missing ADDR"]),
+        (["join", "10.0.0.1:7702"], ["10.0.0.1:7702", "tcp://HOST:PORT"]),
+        (["join", "tcp://a:1", "tcp://b:2"], ["tcp://b:2"]),
+        (["export"], ["missing OUT_DIR"]),
+        (["export", "o", "--dtype", "bf16"], ["--dtype", "bf16"]),
+        (["export", ""], ["OUT_DIR", "empty"]),
+        (["eval"], ["--data", "missing"]),
+        (["eval", "--data", ""], ["--data", "empty"]),
+        (["eval", "x.jsonl"], ["x.jsonl"]),
+        (["pause", "now"], ["now"]),
+        (["checkpoint", "--bogus"], ["--bogus"]),
+        (["leave", "--control", "x", "--state-dir", "y"], ["--control"]),
+        (["resume", "--timeout-ms", "-1"], ["--timeout-ms"]),
+        (["status", "--count", "2"], ["--count", "only with --watch"]),
+        (["status", "--watch", "--interval-ms", "50"], ["--interval-ms"]),
+        (["status", "--watch", "--count", "0"], ["--count"]),
+    ]
+    for args, names in cases:
+        err = expect_fail(args, 2, names, "swarmctl " + " ".join(args))
+        check("--help" in err, f"swarmctl {' '.join(args)}: points at --help", err)
+    verbs = ["pause", "resume", "leave", "join", "checkpoint", "export", "eval"]
+    for verb in verbs:
+        rc, out, err = run(verb, "--help")
+        check(rc == 0 and out.startswith(f"Usage: swarmctl {verb}") and "--state-dir" in out and
+              "--json" in out and "--timeout-ms" in out,
+              f"{verb} --help: usage on stdout, exit 0", out + err)
+    rc, out, err = run("--help")
+    check(rc == 0 and all(f"  {v} " in out for v in verbs), "swarmctl --help lists the verbs", out)
+
+
 def main():
     for p in (SWARMCTL, NNGCAT):
         if not os.access(p, os.X_OK):
@@ -372,6 +770,11 @@ def main():
         test_bad_replies(tmp)
         test_permission(tmp)
         test_usage(tmp)
+        test_status_v2(tmp)
+        test_old_daemon(tmp)
+        test_watch(tmp)
+        test_verbs_fake(tmp)
+        test_verbs_usage(tmp)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -404,6 +404,9 @@ def main():
         check(ag.get("agree") is True and "swarmd_digest_agreement 1\n" in render(path),
               f"{what}: digest agreement 1 (the replicas agree)", ag)
 
+    # The endpoint serves what the loop published last (once a second): let it
+    # catch up with the settled, converged state before comparing.
+    time.sleep(2.0)
     for n, name in zip(nodes, ("founder", "joiner")):
         text = live(n, name)
         if text:
