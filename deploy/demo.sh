@@ -1,11 +1,32 @@
 #!/bin/sh
 # The quick-start demo on the bundled defaults, from a fresh Debian 12 machine:
-# installs what it needs, builds, scores the bundled model on held-out data,
-# fine-tunes it with one swarmd node (deploy/demo-solo.ini), exports the result
-# and scores it again.  (The next version starts a local swarm instead.)
+# installs what it needs, builds, scores the bundled model on held-out data, starts a
+# local swarm of three swarmd nodes (deploy/local-swarm.sh) that fine-tune it together,
+# each on its own shard of the training data, shows their progress, waits until all
+# three are done and hold the same updates, then prints the held-out loss before and
+# after and whether the three replicas agree (one digest), and stops the swarm.
+# Exit status 0 when they agree, non-zero otherwise.
+#
+#   sh deploy/demo.sh            the swarm of three (SW_DEMO_STEPS: steps per node, 300)
+#   sh deploy/demo.sh --solo     one node alone (deploy/demo-solo.ini, 1000 steps)
 set -eu
 cd "$(dirname "$0")/.."
 
+mode=swarm
+case "${1:-}" in
+'') ;;
+--solo) mode=solo ;;
+-h | --help)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+*)
+    echo "demo: unknown option '$1' (--solo, --help)" >&2
+    exit 2
+    ;;
+esac
+
+t_begin=$(date +%s)
 deploy/install-deps.sh run
 if [ -f build-release/build.ninja ]; then
     meson setup --reconfigure build-release --buildtype=release -Dtests=false >/dev/null
@@ -13,30 +34,118 @@ else
     meson setup build-release --buildtype=release -Dtests=false >/dev/null
 fi
 ninja --quiet -C build-release
+t_built=$(date +%s)
 
 swarmctl=build-release/cli/swarmctl
 swarmd=build-release/daemon/swarmd
 model=models/tiny-gpt2-fortunes
-state=build-release/demo-state
+test_data=data/topic-test.jsonl
 out=build-release/demo-model
+
+# "loss" and "accuracy" (3 decimals) of `swarmctl model eval --json` output in $1
+eval_field() {
+    printf '%s\n' "$1" | sed -n "s/^ *\"$2\": *\([0-9.eE+-]*\),*$/\1/p" | awk '{ printf "%.3f", $1 }'
+}
 
 echo "== the bundled model"
 $swarmctl model inspect "$model" | sed -n '1,12p'
 echo
-echo "== before: topic classification on held-out data (data/topic-test.jsonl)"
-$swarmctl model eval --model "$model" --data data/topic-test.jsonl
+echo "== before: topic classification on held-out data ($test_data)"
+before=$($swarmctl model eval --model "$model" --data "$test_data" --json)
+echo "loss $(eval_field "$before" loss) nats/token, accuracy $(eval_field "$before" accuracy)"
 echo
-echo "== fine-tuning: one swarmd node, 1000 SPSA steps on data/topic-train.jsonl"
-echo "   (config: deploy/demo-solo.ini; state: $state; Ctrl-C stops it cleanly)"
-rm -rf "$state"
+
+if [ "$mode" = solo ]; then
+    state=build-release/demo-state
+    echo "== fine-tuning: one swarmd node, 1000 SPSA steps on data/topic-train.jsonl"
+    echo "   (config: deploy/demo-solo.ini; state: $state; Ctrl-C stops it cleanly)"
+    rm -rf "$state"
+    start=$(date +%s)
+    $swarmd --config deploy/demo-solo.ini --until-done
+    echo "   took $(($(date +%s) - start)) s"
+    echo
+    echo "== after: the node's model, exported to $out"
+    $swarmctl model export --state-dir "$state" --out "$out" --force
+    after=$($swarmctl model eval --model "$out" --data "$test_data" --json)
+    echo
+    echo "== held-out loss on $test_data: $(eval_field "$before" loss) -> $(eval_field "$after" loss) nats/token" \
+        "(accuracy $(eval_field "$before" accuracy) -> $(eval_field "$after" accuracy))"
+    exit 0
+fi
+
+dir=build-release/local-swarm
+nodes=3
+steps=${SW_DEMO_STEPS:-300}
+swarm=deploy/local-swarm.sh
+
+running=false
+cleanup() {
+    if $running; then
+        running=false
+        echo
+        echo "== stopping the swarm"
+        $swarm stop --dir "$dir" || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "== fine-tuning: a swarm of $nodes swarmd nodes on this machine, $steps SPSA steps each,"
+echo "   each on its own third of data/topic-train.jsonl; every node applies every node's"
+echo "   updates (state, configs and logs: $dir; Ctrl-C stops them cleanly)"
+running=true
 start=$(date +%s)
-$swarmd --config deploy/demo-solo.ini --until-done
-echo "   took $(($(date +%s) - start)) s"
+$swarm start "$nodes" --dir "$dir" --steps "$steps" --lr 5e-4 --fresh
 echo
-echo "== after: the node's model, exported to $out"
-$swarmctl model export --state-dir "$state" --out "$out" --force
-$swarmctl model eval --model "$out" --data data/topic-test.jsonl
+echo "== progress, every 5 s (STEP: the node's own steps; UPDATES: all it holds, its own and its peers')"
+rc=0
+$swarm wait --dir "$dir" --timeout 600 --progress 5 || rc=$?
+t_trained=$(date +%s)
+[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || {
+    echo "demo: the swarm did not finish (see the logs in $dir/node*/swarmd.log)" >&2
+    exit "$rc"
+}
+
+# the three replicas' digests, from the nodes themselves
+digests=""
+k=0
+while [ "$k" -lt "$nodes" ]; do
+    js=$($swarmctl status --json --state-dir "$dir/node$k/state")
+    digests="$digests $(printf '%s\n' "$js" | sed -n 's/.*"model":{"digest":"\([0-9a-f]*\)".*/\1/p')"
+    k=$((k + 1))
+done
+
+echo
+echo "== after: node0's model, exported to $out (the others hold the same weights)"
+$swarmctl model export --state-dir "$dir/node0/state" --out "$out" --force | head -n 1
+after=$($swarmctl model eval --model "$out" --data "$test_data" --json)
 echo
 echo "== a sample from the fine-tuned model (greedy)"
+printf 'I love to eat pizza with my friends.\nTopic:'
 $swarmctl model generate --model "$out" --prompt "I love to eat pizza with my friends.
 Topic:" -n 3 --temperature 0
+
+cleanup
+
+echo
+echo "== result"
+echo "held-out loss on $test_data: $(eval_field "$before" loss) -> $(eval_field "$after" loss) nats/token" \
+    "(accuracy $(eval_field "$before" accuracy) -> $(eval_field "$after" accuracy))"
+k=0
+first=""
+agree=true
+for d in $digests; do
+    echo "node$k digest $d"
+    [ -n "$first" ] || first=$d
+    [ "$d" = "$first" ] || agree=false
+    k=$((k + 1))
+done
+[ "$k" -eq "$nodes" ] || agree=false
+if $agree; then
+    echo "the $nodes replicas agree: one digest"
+else
+    echo "the $nodes replicas DISAGREE"
+fi
+echo "took $(($(date +%s) - t_begin)) s: build $((t_built - t_begin)) s, fine-tuning $((t_trained - start)) s"
+$agree
