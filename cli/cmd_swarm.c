@@ -950,12 +950,19 @@ static int swarm_act(const swarm_args *a, json_t *req, json_t **out)
     return 0;
 }
 
-/* Prints the reply as JSON, or the line `human` made of it; returns the exit code. */
-static int swarm_report(const swarm_args *a, const json_t *reply, const char *human)
+/*
+ * Prints the reply as JSON, or the line `human` made of it; frees the reply
+ * and returns the exit code.
+ */
+static int swarm_report(const swarm_args *a, json_t *reply, const char *human)
 {
-    if (a->json) return swarm_print_json(reply, a->ctl_path);
-    printf("%s\n", human);
-    return SWCTL_EXIT_OK;
+    int rc = SWCTL_EXIT_OK;
+    if (a->json)
+        rc = swarm_print_json(reply, a->ctl_path);
+    else
+        printf("%s\n", human);
+    json_decref(reply);
+    return rc;
 }
 
 /*
@@ -1000,66 +1007,78 @@ static int swarm_absolute(const char *what, const char *path, char **out)
     return *out == NULL ? swctl_fail("%s: out of memory", what) : 0;
 }
 
-static int swarm_simple(const char *path, const char *usage, const char *cmd, int argc, char **argv,
-                        json_t **reply, swarm_args *a)
+/*
+ * Parses a verb that takes only the common options and sends {"cmd": cmd}.
+ * Returns -1 with the reply in *reply, else the exit code (help, a usage
+ * error, or the failure swarm_act printed).
+ */
+static int swarm_simple(const char *path, const char *usage, int default_timeout_ms,
+                        const char *cmd, int argc, char **argv, swarm_args *a, json_t **reply)
 {
-    int rc =
-        swarm_parse(path, usage, SWCTL_CTL_DEFAULT_TIMEOUT_MS, NULL, 0, 0, 0, NULL, argc, argv, a);
+    int rc = swarm_parse(path, usage, default_timeout_ms, NULL, 0, 0, 0, NULL, argc, argv, a);
     if (rc >= 0) return rc;
-    return swarm_act(a, json_pack("{s:s}", "cmd", cmd), reply);
+    if ((rc = swarm_act(a, json_pack("{s:s}", "cmd", cmd), reply)) != 0) return rc;
+    return -1;
+}
+
+/* What a verb that changes the node's state says when the node is then in `state`. */
+typedef struct swarm_said {
+    const char *state; /* NULL: whatever the state */
+    const char *line;
+} swarm_said;
+
+/*
+ * pause, resume, leave: send the verb, then print the line `said` has for
+ * the state the daemon reports, or "CMD accepted: the node is now STATE".
+ */
+static int swarm_state_verb(const char *path, const char *usage, const char *cmd,
+                            const swarm_said *said, size_t n_said, int argc, char **argv)
+{
+    swarm_args a;
+    json_t *reply = NULL;
+    int rc = swarm_simple(path, usage, SWCTL_CTL_DEFAULT_TIMEOUT_MS, cmd, argc, argv, &a, &reply);
+    if (rc >= 0) return rc;
+    char b[SWARM_CELL], line[SWARM_CELL + 64];
+    const char *st = swarm_text(reply, "state", b, sizeof b);
+    snprintf(line, sizeof line, "%s accepted: the node is now %s", cmd, st);
+    const char *human = line;
+    for (size_t i = 0; i < n_said; i++) {
+        if (said[i].state == NULL || strcmp(st, said[i].state) == 0) {
+            human = said[i].line;
+            break;
+        }
+    }
+    return swarm_report(&a, reply, human);
 }
 
 int swctl_pause(const char *path, int argc, char **argv)
 {
-    swarm_args a;
-    json_t *reply = NULL;
-    int rc = swarm_simple(path, swarm_pause_usage, "pause", argc, argv, &reply, &a);
-    if (rc >= 0 && reply == NULL) return rc;
-    char b[SWARM_CELL], line[SWARM_CELL + 64];
-    const char *st = swarm_text(reply, "state", b, sizeof b);
-    if (strcmp(st, "paused") == 0)
-        snprintf(line, sizeof line,
-                 "paused: the node keeps syncing and serving; `swarmctl "
-                 "resume` restarts training");
-    else
-        snprintf(line, sizeof line, "pause accepted: the node is now %s", st);
-    rc = swarm_report(&a, reply, line);
-    json_decref(reply);
-    return rc;
+    static const swarm_said said[] = {
+        {"paused", "paused: the node keeps syncing and serving; `swarmctl resume` restarts "
+                   "training"},
+    };
+    return swarm_state_verb(path, swarm_pause_usage, "pause", said, sizeof said / sizeof said[0],
+                            argc, argv);
 }
 
 int swctl_resume(const char *path, int argc, char **argv)
 {
-    swarm_args a;
-    json_t *reply = NULL;
-    int rc = swarm_simple(path, swarm_resume_usage, "resume", argc, argv, &reply, &a);
-    if (rc >= 0 && reply == NULL) return rc;
-    char b[SWARM_CELL], line[SWARM_CELL + 64];
-    const char *st = swarm_text(reply, "state", b, sizeof b);
-    if (strcmp(st, "training") == 0)
-        snprintf(line, sizeof line, "training: the node makes updates again");
-    else if (strcmp(st, "done") == 0)
-        snprintf(line, sizeof line,
-                 "done: the run has reached max_steps; the node keeps syncing "
-                 "and serving");
-    else
-        snprintf(line, sizeof line, "resume accepted: the node is now %s", st);
-    rc = swarm_report(&a, reply, line);
-    json_decref(reply);
-    return rc;
+    static const swarm_said said[] = {
+        {"training", "training: the node makes updates again"},
+        {"done", "done: the run has reached max_steps; the node keeps syncing and serving"},
+    };
+    return swarm_state_verb(path, swarm_resume_usage, "resume", said, sizeof said / sizeof said[0],
+                            argc, argv);
 }
 
 int swctl_leave(const char *path, int argc, char **argv)
 {
-    swarm_args a;
-    json_t *reply = NULL;
-    int rc = swarm_simple(path, swarm_leave_usage, "leave", argc, argv, &reply, &a);
-    if (rc >= 0 && reply == NULL) return rc;
-    rc = swarm_report(&a, reply,
-                      "leaving: the node publishes its last updates, says goodbye to its peers, "
-                      "writes a final checkpoint and exits");
-    json_decref(reply);
-    return rc;
+    static const swarm_said said[] = {
+        {NULL, "leaving: the node publishes its last updates, says goodbye to its peers, "
+               "writes a final checkpoint and exits"},
+    };
+    return swarm_state_verb(path, swarm_leave_usage, "leave", said, sizeof said / sizeof said[0],
+                            argc, argv);
 }
 
 int swctl_join(const char *path, int argc, char **argv)
@@ -1085,25 +1104,20 @@ int swctl_join(const char *path, int argc, char **argv)
                  swarm_text(reply, "members", b, sizeof b), members == 1 ? "" : "s");
     else
         snprintf(line, sizeof line, "joined %s", shown);
-    rc = swarm_report(&a, reply, line);
-    json_decref(reply);
-    return rc;
+    return swarm_report(&a, reply, line);
 }
 
 int swctl_checkpoint(const char *path, int argc, char **argv)
 {
     swarm_args a;
-    int rc = swarm_parse(path, swarm_checkpoint_usage, SWCTL_CTL_CHECKPOINT_TIMEOUT_MS, NULL, 0, 0,
-                         0, NULL, argc, argv, &a);
-    if (rc >= 0) return rc;
     json_t *reply = NULL;
-    if ((rc = swarm_act(&a, json_pack("{s:s}", "cmd", "checkpoint"), &reply)) != 0) return rc;
+    int rc = swarm_simple(path, swarm_checkpoint_usage, SWCTL_CTL_CHECKPOINT_TIMEOUT_MS,
+                          "checkpoint", argc, argv, &a, &reply);
+    if (rc >= 0) return rc;
     char b[SWARM_CELL], p[SWARM_LONG], line[SWARM_LONG + SWARM_CELL + 64];
     snprintf(line, sizeof line, "checkpoint of %s updates: %s",
              swarm_text(reply, "updates", b, sizeof b), swarm_text(reply, "path", p, sizeof p));
-    rc = swarm_report(&a, reply, line);
-    json_decref(reply);
-    return rc;
+    return swarm_report(&a, reply, line);
 }
 
 int swctl_ctl_export(const char *path, int argc, char **argv)
@@ -1134,7 +1148,6 @@ int swctl_ctl_export(const char *path, int argc, char **argv)
              strcmp(dtype, "f16") == 0 ? "F16" : "F32",
              swarm_text(reply, "digest", dig, sizeof dig));
     rc = swarm_report(&a, reply, line);
-    json_decref(reply);
     free(out);
     return rc;
 }
@@ -1171,7 +1184,5 @@ int swctl_ctl_eval(const char *path, int argc, char **argv)
     if (json_object_get(reply, "updates") != NULL && n > 0 && (size_t)n < sizeof line)
         snprintf(line + n, sizeof line - (size_t)n, "; the model holds %s updates",
                  swarm_text(reply, "updates", upd, sizeof upd));
-    rc = swarm_report(&a, reply, line);
-    json_decref(reply);
-    return rc;
+    return swarm_report(&a, reply, line);
 }

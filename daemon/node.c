@@ -352,6 +352,10 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
                               .max_steps = n.max_steps,
                               .checkpoint_every = cfg->checkpoint_every,
                               .threads = s.threads};
+    /* From the startup line on, a signal means a graceful stop: libuv holds
+     * it until the loop runs (the worker sees the stop when it starts). */
+    uv_signal_start(&n.sigint, node_on_signal, SIGINT);
+    uv_signal_start(&n.sigterm, node_on_signal, SIGTERM);
     node_log_start(&n, &s, s.state);
     sw_state *state = s.state;
     rc = swd_worker_init(&n.worker, &parts, &n.async);
@@ -385,8 +389,6 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
     n.win_t0 = node_now();
     n.last_loss = NAN; /* "loss=nan" until the first step */
 
-    uv_signal_start(&n.sigint, node_on_signal, SIGINT);
-    uv_signal_start(&n.sigterm, node_on_signal, SIGTERM);
     uv_timer_start(&n.cron, node_on_cron, SWD_CRON_MS, SWD_CRON_MS);
     if ((rc = swd_worker_start(&n.worker)) != 0) {
         swd_log(SWD_LOG_ERROR, "cannot start the trainer thread", "error=%s", sw_strerror(rc));

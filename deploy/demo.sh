@@ -9,8 +9,13 @@
 #
 #   sh deploy/demo.sh            the swarm of three (SW_DEMO_STEPS: steps per node, 300)
 #   sh deploy/demo.sh --solo     one node alone (deploy/demo-solo.ini, 1000 steps)
+# shellcheck source-path=SCRIPTDIR
 set -eu
-cd "$(dirname "$0")/.."
+# the source tree: this script's directory's parent (through a symlink to it)
+cd "$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")/.."
+prog=demo
+# shellcheck source=swarm-lib.sh
+. deploy/swarm-lib.sh
 
 mode=swarm
 case "${1:-}" in
@@ -132,16 +137,9 @@ echo
 echo "== result"
 echo "held-out loss on $test_data: $(eval_field "$before" loss) -> $(eval_field "$after" loss) nats/token" \
     "(accuracy $(eval_field "$before" accuracy) -> $(eval_field "$after" accuracy))"
-k=0
-first=""
 agree=true
-for d in $digests; do
-    echo "node$k digest $d"
-    [ -n "$first" ] || first=$d
-    [ "$d" = "$first" ] || agree=false
-    k=$((k + 1))
-done
-[ "$k" -eq "$nodes" ] || agree=false
+# shellcheck disable=SC2086 # one digest per word
+show_digests "$nodes" $digests || agree=false
 if $agree; then
     echo "the $nodes replicas agree: one digest"
 else

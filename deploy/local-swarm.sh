@@ -19,10 +19,15 @@
 #
 # The nodes are started without --until-done: once they reach max_steps they stay up
 # in state "done", serving and syncing, until `stop` sends them SIGTERM.
+# shellcheck source-path=SCRIPTDIR
 set -eu
 
 prog=local-swarm
-root=$(cd "$(dirname "$0")/.." && pwd)
+# this script's directory (through a symlink to it): the source tree is its parent
+here=$(cd "$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=swarm-lib.sh
+. "$here/swarm-lib.sh"
 
 usage() {
     cat <<EOF
@@ -50,45 +55,9 @@ Exit status: 0 success; 1 failure (a node failed, a timeout); 2 usage error;
 EOF
 }
 
-die() {
-    echo "$prog: $*" >&2
-    exit 1
-}
-
-usage_error() {
-    echo "$prog: $*" >&2
-    echo "(see deploy/local-swarm.sh --help)" >&2
-    exit 2
-}
-
-is_uint() {
-    case "$1" in
-    '' | *[!0-9]*) return 1 ;;
-    *) return 0 ;;
-    esac
-}
-
-# Absolute path of $1 (which must exist), resolved against the working directory.
-abspath() {
-    (cd "$1" 2>/dev/null && pwd) || die "$1: no such directory"
-}
-
 abspath_file() {
     [ -f "$1" ] || die "$1: no such file"
     printf '%s/%s\n' "$(abspath "$(dirname "$1")")" "$(basename "$1")"
-}
-
-# INI values are written in double quotes (inih-style quotes are removed by swarmd), so
-# a path may hold spaces but not a double quote or a newline.
-check_ini_path() {
-    case "$1" in
-    *'"'* | *'
-'*) die "$1: a path with a double quote or a newline cannot be written to an INI file" ;;
-    esac
-}
-
-env_get() { # key -> value recorded by `start`
-    sed -n "s/^$1=//p" "$dir/local-swarm.env" | head -n 1
 }
 
 load_env() {
@@ -99,29 +68,6 @@ load_env() {
     is_uint "$n" || die "$dir/local-swarm.env: bad node count '$n'"
     swarmctl="$bin/cli/swarmctl"
     [ -x "$swarmctl" ] || die "$swarmctl: not found or not executable (was $bin rebuilt or removed?)"
-}
-
-# The pid of node $1 if its swarmd runs (the recorded pid is alive and runs that
-# node's configuration), else nothing.
-node_pid() {
-    pidf="$dir/node$1/swarmd.pid"
-    [ -f "$pidf" ] || return 0
-    p=$(cat "$pidf" 2>/dev/null || true)
-    is_uint "$p" || return 0
-    kill -0 "$p" 2>/dev/null || return 0
-    if [ -r "/proc/$p/cmdline" ]; then
-        # guards against a reused pid: it must be swarmd with this node's config
-        tr '\0' '\n' <"/proc/$p/cmdline" | grep -qxF "$dir/node$1/swarmd.ini" || return 0
-    fi
-    echo "$p"
-}
-
-log_tail() { # node, lines
-    if [ -f "$dir/node$1/swarmd.log" ]; then
-        echo "---- last lines of $dir/node$1/swarmd.log:" >&2
-        tail -n "$2" "$dir/node$1/swarmd.log" >&2
-        echo "----" >&2
-    fi
 }
 
 # Ports for the nodes: 2 per node, in 20000..32767 (below Linux's ephemeral range, so
@@ -164,84 +110,6 @@ status_field() {
 
 # ---- start ----------------------------------------------------------------------------
 
-write_config() { # node, pub port, sync port, bootstrap url
-    wk=$1
-    cfg="$dir/node$wk/swarmd.ini"
-    {
-        echo "# Node $wk of a local swarm, written by deploy/local-swarm.sh start."
-        if [ "$wk" -eq 0 ]; then
-            echo "# It founds the swarm: its [train] keys make the run spec."
-        else
-            echo "# It joins through node 0's sync address and adopts the swarm's run spec."
-        fi
-        echo "# Every key: docs/configuration.md."
-        echo "[node]"
-        echo "state_dir = \"$dir/node$wk/state\""
-        echo "listen = tcp://127.0.0.1:$2"
-        echo "sync = tcp://127.0.0.1:$3"
-        [ -z "$4" ] || echo "bootstrap = $4"
-        echo "progress_ms = 3000"
-        echo "checkpoint_every = 100"
-        echo "batch_max_ms = 500"
-        echo
-        echo "[model]"
-        echo "path = \"$model\""
-        echo
-        echo "[data]"
-        echo "train = \"$dir/shard$wk.jsonl\""
-        echo
-        echo "[train]"
-        if [ "$wk" -eq 0 ]; then
-            echo "max_steps = $steps"
-            echo "lr = $lr"
-            echo "eps = 1e-3"
-        fi
-        echo "batch_size = 8"
-        echo "seq_len = 128"
-        echo "seed = $((k + 1))"
-        echo "threads = 1"
-    } >"$cfg.tmp"
-    mv "$cfg.tmp" "$cfg"
-}
-
-start_node() { # node
-    sk=$1
-    cfg="$dir/node$sk/swarmd.ini"
-    log="$dir/node$sk/swarmd.log"
-    echo "### $(date -u +%Y-%m-%dT%H:%M:%SZ) local-swarm.sh: $swarmd --config $cfg" >>"$log"
-    # In a session of its own (setsid), so that a Ctrl-C meant for the terminal's job does
-    # not reach the nodes too: `stop` sends each one SIGTERM, once (a second signal
-    # would make it exit at once, without its final checkpoint).  setsid execs swarmd
-    # in place here (a background job of a script leads no process group), so $! is
-    # swarmd's pid; node_pid checks that.
-    if command -v setsid >/dev/null 2>&1; then
-        setsid "$swarmd" --config "$cfg" </dev/null >>"$log" 2>&1 &
-    else
-        "$swarmd" --config "$cfg" </dev/null >>"$log" 2>&1 &
-    fi
-    echo $! >"$dir/node$sk/swarmd.pid"
-}
-
-# Waits (at most $2 s) until node $1 answers `swarmctl status`; fails if it exits.
-wait_answer() {
-    ak=$1
-    t_end=$(($(date +%s) + $2))
-    while :; do
-        if "$swarmctl" status --state-dir "$dir/node$ak/state" --timeout-ms 2000 >/dev/null 2>&1; then
-            return 0
-        fi
-        if [ -z "$(node_pid "$ak")" ]; then
-            log_tail "$ak" 15
-            die "node$ak: swarmd exited during startup (log: $dir/node$ak/swarmd.log)"
-        fi
-        [ "$(date +%s)" -lt "$t_end" ] || {
-            log_tail "$ak" 15
-            die "node$ak: no answer on $dir/node$ak/state/control.sock after $2 s (log: $dir/node$ak/swarmd.log)"
-        }
-        sleep 0.3
-    done
-}
-
 abort_start() {
     bk=0
     while [ "$bk" -lt "$n" ]; do
@@ -254,40 +122,21 @@ abort_start() {
     done
 }
 
+start_opts="--model --data"
+start_opt() {
+    case "$1" in
+    --model) model=$2 ;;
+    --data) data=$2 ;;
+    esac
+}
+
 cmd_start() {
-    [ $# -ge 1 ] || usage_error "start: the number of nodes is missing"
-    n=$1
-    shift
-    if ! is_uint "$n" || [ "$n" -lt 1 ] || [ "$n" -gt 32 ]; then
-        usage_error "start: N must be 1..32, not '$n'"
-    fi
     steps=""
     bin=""
     lr=3e-4
     model="$root/models/tiny-gpt2-fortunes"
     data="$root/data/topic-train.jsonl"
-    fresh=false
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --dir | --steps | --bin | --lr | --model | --data)
-            [ $# -ge 2 ] || usage_error "start: $1 needs a value"
-            case "$1" in
-            --dir) dir=$2 ;;
-            --steps) steps=$2 ;;
-            --bin) bin=$2 ;;
-            --lr) lr=$2 ;;
-            --model) model=$2 ;;
-            --data) data=$2 ;;
-            esac
-            shift 2
-            ;;
-        --fresh)
-            fresh=true
-            shift
-            ;;
-        *) usage_error "start: unknown option '$1'" ;;
-        esac
-    done
+    parse_start "$@"
     if [ -n "$steps" ]; then
         if ! is_uint "$steps" || [ "$steps" -lt 1 ]; then
             usage_error "start: --steps must be a positive integer, not '$steps'"
@@ -302,30 +151,16 @@ cmd_start() {
     [ -n "$bin" ] || [ ! -f "$dir/local-swarm.env" ] || $fresh || bin=$(env_get bin)
     [ -n "$bin" ] || bin="$root/build-release"
     bin=$(abspath "$bin")
-    swarmd="$bin/daemon/swarmd"
-    swarmctl="$bin/cli/swarmctl"
-    for b in "$swarmd" "$swarmctl"; do
-        [ -x "$b" ] || die "$b: not built (build with: meson setup $bin --buildtype=release && ninja -C $bin; or pass --bin BUILD_DIR)"
-    done
+    find_binaries "$bin"
     for p in "$dir" "$model" "$data"; do check_ini_path "$p"; done
 
     if [ -f "$dir/local-swarm.env" ]; then
         [ -z "$(env_get netns_prefix)" ] ||
             die "$dir holds a swarm of deploy/netns-swarm.sh: start it with that script"
         old_n=$(env_get n)
-        k=0
-        while [ "$k" -lt "$old_n" ]; do
-            p=$(node_pid "$k")
-            [ -z "$p" ] || die "$dir: node$k is running (pid $p): stop the swarm first (deploy/local-swarm.sh stop --dir $dir)"
-            k=$((k + 1))
-        done
+        refuse_running "$old_n"
         if $fresh; then
-            k=0
-            while [ "$k" -lt "$old_n" ]; do
-                rm -rf "$dir/node$k" "$dir/shard$k.jsonl"
-                k=$((k + 1))
-            done
-            rm -f "$dir/local-swarm.env"
+            delete_nodes "$old_n"
         else
             [ "$old_n" -eq "$n" ] ||
                 die "$dir holds a swarm of $old_n nodes, not $n: start it with N=$old_n, or pass --fresh to delete it"
@@ -346,13 +181,7 @@ cmd_start() {
     [ -n "$steps" ] || steps=300
 
     if ! $resume; then
-        # record i (blank lines skipped) goes to shard i % n
-        awk -v n="$n" -v dir="$dir" 'NF { print > (dir "/shard" (i++ % n) ".jsonl") }' "$data"
-        k=0
-        while [ "$k" -lt "$n" ]; do
-            [ -s "$dir/shard$k.jsonl" ] || die "$data: too few records for $n shards (shard $k is empty)"
-            k=$((k + 1))
-        done
+        write_shards "$data" "$n"
         ports=$(pick_ports $((2 * n)))
         sync0=""
         k=0
@@ -362,20 +191,20 @@ cmd_start() {
             else
                 node=$((k / 2))
                 mkdir -p "$dir/node$node"
-                write_config "$node" "$pub" "$port" "$sync0"
+                if [ "$node" -eq 0 ]; then
+                    role="It founds the swarm: its [train] keys make the run spec."
+                else
+                    role="It joins through node 0's sync address and adopts the swarm's run spec."
+                fi
+                # seeds 2, 4, 6, ...: as this script has always given them
+                write_config "$node" "tcp://127.0.0.1:$pub" "tcp://127.0.0.1:$port" "$sync0" \
+                    $((2 * node + 2)) "Node $node of a local swarm, written by deploy/local-swarm.sh start.
+$role"
                 [ -n "$sync0" ] || sync0="tcp://127.0.0.1:$port"
             fi
             k=$((k + 1))
         done
-        {
-            echo "# written by deploy/local-swarm.sh start; read by status, wait and stop"
-            echo "n=$n"
-            echo "bin=$bin"
-            echo "steps=$steps"
-            echo "lr=$lr"
-            echo "model=$model"
-            echo "data=$data"
-        } >"$dir/local-swarm.env"
+        write_env "n=$n" "bin=$bin" "steps=$steps" "lr=$lr" "model=$model" "data=$data"
     fi
 
     # a start that fails half-way (a node that does not come up, Ctrl-C) ends the nodes
@@ -384,20 +213,7 @@ cmd_start() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     records=$(wc -l <"$dir/shard0.jsonl")
-    echo "$prog: starting node0 (founds the swarm; $steps steps per node, $records records in its shard)"
-    start_node 0
-    wait_answer 0 120
-    k=1
-    while [ "$k" -lt "$n" ]; do
-        echo "$prog: starting node$k (joins through node0)"
-        start_node "$k"
-        k=$((k + 1))
-    done
-    k=1
-    while [ "$k" -lt "$n" ]; do
-        wait_answer "$k" 120
-        k=$((k + 1))
-    done
+    start_nodes "" node0 "$steps steps per node, $records records in its shard"
 
     trap - EXIT INT TERM
     rel=$dir
@@ -544,16 +360,8 @@ cmd_wait() {
     updates=$(printf '%s\n' "$vv0" | tr ' ' '\n' | awk -F: '{ s += $2 } END { print s + 0 }')
     origins=$(printf '%s\n' "$vv0" | tr ' ' '\n' | grep -c :)
     echo "$prog: all $n nodes are done and hold the same $updates updates ($origins origins) after $(($(date +%s) - t0)) s"
-    first=""
-    agree=true
-    k=0
-    for d in $digests; do
-        echo "node$k digest $d"
-        [ -n "$first" ] || first=$d
-        [ "$d" = "$first" ] || agree=false
-        k=$((k + 1))
-    done
-    if $agree; then
+    # shellcheck disable=SC2086 # one digest per word
+    if show_digests "$n" $digests; then
         echo "agreement: the $n replicas agree (digest $first)"
     else
         echo "agreement: the $n replicas DISAGREE: one version vector, different digests (see docs/engine.md, Saturation)"

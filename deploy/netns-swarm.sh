@@ -20,10 +20,15 @@
 # shardK.jsonl), so status and wait are local-swarm.sh's: the control sockets are
 # files, reachable from any namespace.  Node 0 founds the swarm; the others join
 # through its sync address, tcp://10.77.0.1:7702.
+# shellcheck source-path=SCRIPTDIR
 set -eu
 
 prog=netns-swarm
-root=$(cd "$(dirname "$0")/.." && pwd)
+# this script's directory (through a symlink to it): the source tree is its parent
+here=$(cd "$(dirname "$(readlink -f "$0" 2>/dev/null || echo "$0")")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=swarm-lib.sh
+. "$here/swarm-lib.sh"
 local_swarm="$root/deploy/local-swarm.sh"
 
 usage() {
@@ -48,32 +53,6 @@ stop    stops the nodes (SIGTERM, bounded wait), then deletes the namespaces, wh
 DIR defaults to build-release/netns-swarm (in the source tree).  Needs root.
 Exit status: 0 success; 1 failure; 2 usage error; 3 (wait) the replicas disagree.
 EOF
-}
-
-die() {
-    echo "$prog: $*" >&2
-    exit 1
-}
-
-usage_error() {
-    echo "$prog: $*" >&2
-    echo "(see deploy/netns-swarm.sh --help)" >&2
-    exit 2
-}
-
-is_uint() {
-    case "$1" in
-    '' | *[!0-9]*) return 1 ;;
-    *) return 0 ;;
-    esac
-}
-
-abspath() {
-    (cd "$1" 2>/dev/null && pwd) || die "$1: no such directory"
-}
-
-env_get() {
-    sed -n "s/^$1=//p" "$dir/local-swarm.env" | head -n 1
 }
 
 need_root() {
@@ -118,100 +97,22 @@ teardown() {
 
 # ---- start ----------------------------------------------------------------------------
 
-write_config() { # node
-    wk=$1
-    {
-        echo "# Node $wk of a network-namespace swarm, written by deploy/netns-swarm.sh start;"
-        echo "# it runs in network namespace $prefix-$wk (ip netns exec $prefix-$wk ...)."
-        echo "# Every key: docs/configuration.md."
-        echo "[node]"
-        echo "state_dir = \"$dir/node$wk/state\""
-        echo "listen = tcp://10.77.0.$((wk + 1)):7701"
-        echo "sync = tcp://10.77.0.$((wk + 1)):7702"
-        [ "$wk" -eq 0 ] || echo "bootstrap = tcp://10.77.0.1:7702"
-        echo "progress_ms = 3000"
-        echo "checkpoint_every = 100"
-        echo "batch_max_ms = 500"
-        echo
-        echo "[model]"
-        echo "path = \"$root/models/tiny-gpt2-fortunes\""
-        echo
-        echo "[data]"
-        echo "train = \"$dir/shard$wk.jsonl\""
-        echo
-        echo "[train]"
-        if [ "$wk" -eq 0 ]; then
-            echo "max_steps = $steps"
-            echo "lr = $lr"
-            echo "eps = 1e-3"
-        fi
-        echo "batch_size = 8"
-        echo "seq_len = 128"
-        echo "seed = $((wk + 1))"
-        echo "threads = 1"
-    } >"$dir/node$wk/swarmd.ini"
-}
-
-start_node() { # node
-    sk=$1
-    cfg="$dir/node$sk/swarmd.ini"
-    log="$dir/node$sk/swarmd.log"
-    echo "### $(date -u +%Y-%m-%dT%H:%M:%SZ) netns-swarm.sh: ip netns exec $prefix-$sk $swarmd --config $cfg" >>"$log"
-    # ip netns exec and setsid both exec in place, so $! is swarmd's pid (a session of
-    # its own: a Ctrl-C for the terminal does not reach it; `stop` signals it once)
-    ip netns exec "$prefix-$sk" setsid "$swarmd" --config "$cfg" </dev/null >>"$log" 2>&1 &
-    echo $! >"$dir/node$sk/swarmd.pid"
-}
-
-wait_answer() { # node, seconds
-    ak=$1
-    t_end=$(($(date +%s) + $2))
-    while ! "$swarmctl" status --state-dir "$dir/node$ak/state" --timeout-ms 2000 >/dev/null 2>&1; do
-        p=$(cat "$dir/node$ak/swarmd.pid")
-        if ! kill -0 "$p" 2>/dev/null || [ "$(date +%s)" -ge "$t_end" ]; then
-            echo "---- last lines of $dir/node$ak/swarmd.log:" >&2
-            tail -n 15 "$dir/node$ak/swarmd.log" >&2
-            die "node$ak (namespace $prefix-$ak) did not come up (log: $dir/node$ak/swarmd.log)"
-        fi
-        sleep 0.3
-    done
+start_opts="--delay-ms --loss-pct --prefix"
+start_opt() {
+    case "$1" in
+    --delay-ms) delay=$2 ;;
+    --loss-pct) loss=$2 ;;
+    --prefix) prefix=$2 ;;
+    esac
 }
 
 cmd_start() {
-    [ $# -ge 1 ] || usage_error "start: the number of nodes is missing"
-    n=$1
-    shift
-    if ! is_uint "$n" || [ "$n" -lt 1 ] || [ "$n" -gt 32 ]; then
-        usage_error "start: N must be 1..32, not '$n'"
-    fi
     steps=300
     bin="$root/build-release"
     lr=3e-4
     delay=20
     loss=1
-    fresh=false
-    while [ $# -gt 0 ]; do
-        case "$1" in
-        --dir | --steps | --bin | --lr | --delay-ms | --loss-pct | --prefix)
-            [ $# -ge 2 ] || usage_error "start: $1 needs a value"
-            case "$1" in
-            --dir) dir=$2 ;;
-            --steps) steps=$2 ;;
-            --bin) bin=$2 ;;
-            --lr) lr=$2 ;;
-            --delay-ms) delay=$2 ;;
-            --loss-pct) loss=$2 ;;
-            --prefix) prefix=$2 ;;
-            esac
-            shift 2
-            ;;
-        --fresh)
-            fresh=true
-            shift
-            ;;
-        *) usage_error "start: unknown option '$1'" ;;
-        esac
-    done
+    parse_start "$@"
     if ! is_uint "$steps" || [ "$steps" -lt 1 ]; then
         usage_error "start: --steps must be a positive integer, not '$steps'"
     fi
@@ -226,11 +127,7 @@ cmd_start() {
     esac
     need_root
     bin=$(abspath "$bin")
-    swarmd="$bin/daemon/swarmd"
-    swarmctl="$bin/cli/swarmctl"
-    for b in "$swarmd" "$swarmctl"; do
-        [ -x "$b" ] || die "$b: not built (build with: meson setup $bin --buildtype=release && ninja -C $bin; or pass --bin BUILD_DIR)"
-    done
+    find_binaries "$bin"
     netem=false
     if [ "$delay" -gt 0 ] || awk -v l="$loss" 'BEGIN { exit !(l > 0) }'; then
         netem=true
@@ -239,27 +136,14 @@ cmd_start() {
 
     mkdir -p "$dir"
     dir=$(abspath "$dir")
-    case "$dir" in *'"'* | *'
-'*) die "$dir: a path with a double quote or a newline cannot be written to an INI file" ;; esac
+    check_ini_path "$dir"
     if [ -f "$dir/local-swarm.env" ]; then
         $fresh || die "$dir holds a previous swarm: pass --fresh to delete it (or use another --dir)"
         old_n=$(env_get n)
         old_prefix=$(env_get netns_prefix)
-        k=0
-        while [ "$k" -lt "$old_n" ]; do
-            p=$(cat "$dir/node$k/swarmd.pid" 2>/dev/null || true)
-            if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
-                die "$dir: node$k is running (pid $p): stop the swarm first (deploy/netns-swarm.sh stop --dir $dir)"
-            fi
-            k=$((k + 1))
-        done
+        refuse_running "$old_n"
         [ -z "$old_prefix" ] || teardown "$old_prefix" "$old_n"
-        k=0
-        while [ "$k" -lt "$old_n" ]; do
-            rm -rf "$dir/node$k" "$dir/shard$k.jsonl"
-            k=$((k + 1))
-        done
-        rm -f "$dir/local-swarm.env"
+        delete_nodes "$old_n"
     fi
     ! ns_exists "$prefix-hub" ||
         die "network namespace $prefix-hub exists: a netns swarm with prefix $prefix runs (stop it with deploy/netns-swarm.sh stop --dir ITS_DIR, or --prefix $prefix), or pass another --prefix"
@@ -296,44 +180,27 @@ cmd_start() {
         k=$((k + 1))
     done
 
-    awk -v n="$n" -v dir="$dir" 'NF { print > (dir "/shard" (i++ % n) ".jsonl") }' "$root/data/topic-train.jsonl"
+    write_shards "$root/data/topic-train.jsonl" "$n"
+    model="$root/models/tiny-gpt2-fortunes"
     k=0
     while [ "$k" -lt "$n" ]; do
-        [ -s "$dir/shard$k.jsonl" ] || die "data/topic-train.jsonl: too few records for $n shards"
         mkdir -p "$dir/node$k"
-        write_config "$k"
+        boot=""
+        [ "$k" -eq 0 ] || boot=tcp://10.77.0.1:7702
+        write_config "$k" "tcp://10.77.0.$((k + 1)):7701" "tcp://10.77.0.$((k + 1)):7702" "$boot" \
+            $((k + 1)) "Node $k of a network-namespace swarm, written by deploy/netns-swarm.sh start;
+it runs in network namespace $prefix-$k (ip netns exec $prefix-$k ...)."
         k=$((k + 1))
     done
-    {
-        echo "# written by deploy/netns-swarm.sh start; read by status, wait and stop"
-        echo "n=$n"
-        echo "bin=$bin"
-        echo "steps=$steps"
-        echo "lr=$lr"
-        echo "netns_prefix=$prefix"
-        echo "delay_ms=$delay"
-        echo "loss_pct=$loss"
-    } >"$dir/local-swarm.env"
+    write_env "n=$n" "bin=$bin" "steps=$steps" "lr=$lr" "netns_prefix=$prefix" \
+        "delay_ms=$delay" "loss_pct=$loss"
 
     if $netem; then
         echo "$prog: $n hosts $prefix-0 .. $prefix-$((n - 1)) (10.77.0.1 .. 10.77.0.$n) on a bridge in $prefix-hub, netem delay ${delay} ms loss ${loss}% on each"
     else
         echo "$prog: $n hosts $prefix-0 .. $prefix-$((n - 1)) (10.77.0.1 .. 10.77.0.$n) on a bridge in $prefix-hub, no netem"
     fi
-    echo "$prog: starting node0 in $prefix-0 (founds the swarm; $steps steps per node)"
-    start_node 0
-    wait_answer 0 120
-    k=1
-    while [ "$k" -lt "$n" ]; do
-        echo "$prog: starting node$k in $prefix-$k (joins through 10.77.0.1)"
-        start_node "$k"
-        k=$((k + 1))
-    done
-    k=1
-    while [ "$k" -lt "$n" ]; do
-        wait_answer "$k" 120
-        k=$((k + 1))
-    done
+    start_nodes "$prefix" 10.77.0.1 "$steps steps per node"
     trap - EXIT INT TERM
     sh "$local_swarm" status --dir "$dir"
     echo

@@ -15,13 +15,14 @@ state errors exit as documented.
 import atexit
 import os
 import re
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import nodeutil as nu  # noqa: E402
 from nodeutil import check  # noqa: E402
+from deployutil import alive, ini_entries  # noqa: E402
+import deployutil  # noqa: E402
 
 SCRIPT = os.path.join(nu.SOURCE, "deploy", "local-swarm.sh")
 DATA = os.path.join(nu.SOURCE, "data", "topic-train.jsonl")
@@ -31,9 +32,7 @@ _dirs = []
 
 
 def run(*args, timeout=240):
-    p = subprocess.run(["sh", SCRIPT, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return deployutil.run(["sh", SCRIPT, *args], timeout=timeout)
 
 
 def pid_of(d, k):
@@ -42,15 +41,6 @@ def pid_of(d, k):
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def alive(pid):
-    """True while pid is a process that has not exited (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def cmdline(pid):
@@ -63,18 +53,9 @@ def cmdline(pid):
 
 def ini(path):
     """The [node] / [data] ... keys of a written config: {section: {key: value}}."""
-    out, sec = {}, None
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line[0] in "#;":
-                continue
-            if line.startswith("["):
-                sec = line.strip("[]")
-                out[sec] = {}
-            else:
-                k, v = (x.strip() for x in line.split("=", 1))
-                out[sec][k] = v.strip('"')
+    out = {}
+    for sec, k, v in ini_entries(path):
+        out.setdefault(sec, {})[k] = v.strip('"')
     return out
 
 

@@ -23,6 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import nodeutil as nu  # noqa: E402
 from nodeutil import check  # noqa: E402
+from deployutil import alive  # noqa: E402
+import deployutil  # noqa: E402
 
 SCRIPT = os.path.join(nu.SOURCE, "deploy", "netns-swarm.sh")
 N = 3
@@ -34,9 +36,7 @@ _state = {"dir": None}
 
 
 def run(*args, timeout=240):
-    p = subprocess.run(["sh", SCRIPT, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=timeout)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+    return deployutil.run(["sh", SCRIPT, *args], timeout=timeout)
 
 
 def namespaces():
@@ -58,15 +58,6 @@ def tx_bytes(ns):
         return int(p.stdout.decode().strip())
     except ValueError:
         return 0
-
-
-def alive(pid):
-    """True while pid is a process that has not exited (a zombie has)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _teardown():

@@ -33,16 +33,11 @@ import time
 
 import nodeutil as nu
 from nodeutil import check
+from deployutil import ini_entries, run
 
 UNIT = os.path.join(nu.SOURCE, "deploy", "swarmd.service")
 INSTALL = os.path.join(nu.SOURCE, "deploy", "install.sh")
 ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
-
-
-def run(args, timeout=120, **kw):
-    p = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-                       **kw)
-    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 
 def unit_copy(root, name, edit=None):
@@ -61,17 +56,9 @@ def unit_copy(root, name, edit=None):
 
 def unit_keys(path):
     """[Section] Key -> list of values, in order."""
-    keys, section = {}, None
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line[0] in "#;":
-                continue
-            if line.startswith("["):
-                section = line.strip("[]")
-                continue
-            k, _, v = line.partition("=")
-            keys.setdefault(f"{section}.{k.strip()}", []).append(v.strip())
+    keys = {}
+    for section, k, v in ini_entries(path):
+        keys.setdefault(f"{section}.{k}", []).append(v)
     return keys
 
 
