@@ -410,7 +410,7 @@ static int state_load_checkpoint(sw_state *s, const char *dir, sw_diag *diag)
 static void state_cleanup_tmp(sw_state *s)
 {
     static const char *const names[] = {"identity.key", "runspec.json", STATE_BASE_PATH_FILE,
-                                        "ledger"};
+                                        "ledger", "archive"};
     DIR *d = opendir(s->dir);
     if (d == NULL) return;
     struct dirent *e;

@@ -15,7 +15,7 @@ case "$role" in
 run) ;;
 test)
     pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-numpy python3-regex python3-cryptography python3-nacl
-          prometheus"
+          prometheus nng-utils protobuf-compiler python3-protobuf iproute2 systemd util-linux"
     # Node.js comes from Debian unless one is already installed (e.g. NodeSource's,
     # which bundles npm and conflicts with Debian's npm package).
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"

@@ -374,6 +374,12 @@ def main():
     if not check(sts is not None, "two nodes train to max_steps and converge",
                  "\n\n".join(n.log_text(15) for n in nodes)):
         return nu.finish("metrics_promtool", t0)
+    # Agreement compares with the digest a peer last announced (at most a
+    # heartbeat old): wait until each node has heard the other's final one.
+    agreed = nu.wait_until(lambda: all(((s or {}).get("swarm") or {}).get("agreement", {})
+                                       .get("agree") is True
+                                       for s in (nu.status(d) for d in dirs)), 30, every=0.25)
+    check(agreed, "both nodes report agreement with the other's announced digest")
     for n, name in zip(nodes, ("founder", "joiner")):
         text, _ = status_text(n.state_dir)
         if check(text is not None, f"{name}: swarmctl status --json after the run"):
