@@ -1,6 +1,7 @@
 #include "node.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -80,8 +81,37 @@ static void node_on_close(uv_handle_t *h)
     n->open_handles--;
 }
 
+/*
+ * Closing the sockets waits for nng's threads; once a node has stopped
+ * (everything durable is on disk, Leave is published) a teardown that does
+ * not finish must not keep the process alive: a guard thread exits it with
+ * the node's exit code after NODE_TEARDOWN_S.
+ */
+#define NODE_TEARDOWN_S 10
+
+static void *node_teardown_guard(void *arg)
+{
+    int code = (int)(intptr_t)arg;
+    struct timespec ts = {NODE_TEARDOWN_S, 0};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    swd_log(SWD_LOG_WARN, "socket teardown did not finish: exiting without it",
+            "waited_s=%d exit=%d", NODE_TEARDOWN_S, code);
+    _exit(code);
+    return NULL;
+}
+
 static void node_close_handles(swd_node *n)
 {
+    if (n->swarm) {
+        pthread_t t;
+        pthread_attr_t attr;
+        if (pthread_attr_init(&attr) == 0) {
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            pthread_create(&t, &attr, node_teardown_guard, (void *)(intptr_t)n->exit_code);
+            pthread_attr_destroy(&attr);
+        }
+    }
     /* nng's threads signal net_async: stop them first. */
     swd_swarm_close(n->swarm);
     n->swarm = NULL;

@@ -1,0 +1,390 @@
+/* The swarm: the status object and the control verbs (swarm_int.h). */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "fileio.h"
+#include "gpt2.h"
+#include "ledger.h"
+#include "log.h"
+#include "setup.h"
+#include "swarm_int.h"
+
+json_t *swarm_vv_json(const sw_vv *vv)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < vv->n; i++) {
+        char hex[SWARM_HEX];
+        swarm_hex(vv->o[i].origin, hex);
+        json_object_set_new(o, hex, json_integer((json_int_t)vv->o[i].prefix));
+    }
+    return o;
+}
+
+json_t *swarm_hex_json(const uint8_t id[SW_ID_BYTES])
+{
+    char hex[SWARM_HEX];
+    swarm_hex(id, hex);
+    return json_string(hex);
+}
+
+const char *swarm_node_state_text(swd_node_state st)
+{
+    return swd_node_state_name(st);
+}
+
+/* Does a peer's announced version vector (prefixes) describe exactly ours? */
+bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ours->n; i++) {
+        if (ours->o[i].n_extra) return false;
+        if (ours->o[i].prefix == 0) continue;
+        bool found = false;
+        for (size_t j = 0; j < n && !found; j++)
+            found = memcmp(e[j].origin, ours->o[i].origin, SW_ID_BYTES) == 0 &&
+                    e[j].count == ours->o[i].prefix;
+        if (!found) return false;
+        k++;
+    }
+    size_t theirs = 0;
+    for (size_t j = 0; j < n; j++)
+        theirs += e[j].count > 0;
+    return theirs == k;
+}
+
+/* The swarm section of the status: lag, agreement, peers by state, warnings. */
+json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
+{
+    json_t *o = json_object(), *warn = json_array();
+    size_t n = swd_members_count(s->members), by_state[5] = {0};
+    swd_members_count_states(s->members, by_state);
+    uint64_t lag = 0;
+    size_t compared = 0, agree = 0;
+    for (size_t i = 0; i < n; i++) {
+        const swd_peer *p = swd_members_at_const(s->members, i);
+        char hex[SWARM_HEX], line[SW_STATE_PATH_MAX + 256];
+        swarm_hex(p->id, hex);
+        if (p->state == SWD_PEER_ALIVE && p->has_announce &&
+            p->ledger_updates > s->last.ledger_count &&
+            p->ledger_updates - s->last.ledger_count > lag)
+            lag = p->ledger_updates - s->last.ledger_count;
+        if (p->banned) {
+            snprintf(line, sizeof line, "origin %.12s is banned (proof: %s/bans/%s.json)", hex,
+                     s->state_dir, hex);
+            json_array_append_new(warn, json_string(line));
+            continue;
+        }
+        if (p->state == SWD_PEER_SUSPECT) {
+            snprintf(line, sizeof line, "peer %.12s is suspect (last seen %.1f s ago)", hex,
+                     (double)(now - p->last_seen_ms) / 1000.0);
+            json_array_append_new(warn, json_string(line));
+        }
+        if (p->lagging) {
+            snprintf(line, sizeof line, "peer %.12s is lagging (no longer waited for)", hex);
+            json_array_append_new(warn, json_string(line));
+        }
+        if (p->state != SWD_PEER_ALIVE || !p->has_digest || !s->digest_gen) continue;
+        if (!swarm_vv_matches(&s->digest_vv, p->digest_vv, p->n_digest_vv)) continue;
+        compared++;
+        if (memcmp(p->digest, s->digest, SW_ID_BYTES) == 0) {
+            agree++;
+        } else {
+            char dh[SWARM_HEX];
+            swarm_hex(p->digest, dh);
+            snprintf(line, sizeof line,
+                     "digest disagrees with peer %.12s (theirs %.12s) at the same version vector",
+                     hex, dh);
+            json_array_append_new(warn, json_string(line));
+        }
+    }
+    /* Drops worth an operator's eye (duplicates and our own echo are normal). */
+    uint64_t total = 0;
+    char detail[1024] = "";
+    size_t dl = 0;
+    for (int d = 0; d < SWD_DROP_COUNT; d++) {
+        if (d == SWD_DROP_DUPLICATE || d == SWD_DROP_SELF || !s->dropped[d]) continue;
+        total += s->dropped[d];
+        int w = snprintf(detail + dl, sizeof detail - dl, "%s%s %" PRIu64, dl ? ", " : "",
+                         swd_drop_name((swd_drop)d), s->dropped[d]);
+        if (w > 0 && (size_t)w < sizeof detail - dl) dl += (size_t)w;
+    }
+    if (total) {
+        char line[1200];
+        snprintf(line, sizeof line, "%" PRIu64 " messages dropped: %s", total, detail);
+        json_array_append_new(warn, json_string(line));
+    }
+    json_object_set_new(o, "lag_updates", json_integer((json_int_t)lag));
+    json_object_set_new(o, "agreement",
+                        json_pack("{s:I,s:I,s:o}", "peers_compared", (json_int_t)compared,
+                                  "peers_agree", (json_int_t)agree, "agree",
+                                  compared ? json_boolean(agree == compared) : json_null()));
+    json_t *ps = json_object();
+    for (int st = 0; st < 5; st++)
+        json_object_set_new(ps, swd_peer_state_name((swd_peer_state)st),
+                            json_integer((json_int_t)by_state[st]));
+    json_object_set_new(o, "peers_by_state", ps);
+    json_object_set_new(o, "warnings", warn);
+    return o;
+}
+
+json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
+{
+    json_t *hist = json_array();
+    for (size_t i = 0; i < s->n_loss_hist; i++) {
+        size_t k =
+            (s->loss_head + SWD_SWARM_LOSS_HISTORY - s->n_loss_hist + i) % SWD_SWARM_LOSS_HISTORY;
+        json_array_append_new(hist,
+                              isfinite(s->loss_hist[k]) ? json_real(s->loss_hist[k]) : json_null());
+    }
+    json_object_set_new(train, "loss_history", hist);
+    json_t *b = json_array(), *c = json_array();
+    uint64_t cum = 0;
+    for (size_t i = 0; i < SWD_STEP_BUCKETS; i++) {
+        cum += s->step_hist[i];
+        json_array_append_new(b, json_real(swd_step_bucket_bounds[i]));
+        json_array_append_new(c, json_integer((json_int_t)cum));
+    }
+    json_object_set_new(train, "step_seconds",
+                        json_pack("{s:o,s:o,s:I,s:f}", "buckets", b, "counts", c, "count",
+                                  (json_int_t)(cum + s->step_hist[SWD_STEP_BUCKETS]), "sum",
+                                  s->step_seconds));
+    json_object_set_new(train, "steps", json_integer((json_int_t)s->steps_total));
+    json_object_set_new(train, "updates_made", json_integer((json_int_t)s->updates_made));
+    return train;
+}
+
+json_t *swarm_status(swd_swarm *s)
+{
+    uint64_t now = swarm_now_ms();
+    json_t *root = json_object();
+    json_t *node = json_object();
+    json_object_set_new(node, "id", swarm_hex_json(s->self));
+    json_object_set_new(node, "state", json_string(swarm_node_state_text(swarm_node_state(s))));
+    json_object_set_new(node, "step", json_integer((json_int_t)s->last.next_step));
+    json_object_set_new(node, "max_steps", json_integer((json_int_t)s->max_steps));
+    json_object_set_new(node, "run_id", swarm_hex_json(s->run_id));
+    json_object_set_new(node, "version", json_string(s->version));
+    json_object_set_new(node, "uptime_s", json_real(swarm_now_s() - s->t_start));
+    json_object_set_new(node, "pub_addr", json_string(s->pub_url));
+    json_object_set_new(node, "sync_addr", json_string(s->sync_url));
+    json_object_set_new(root, "node", node);
+
+    json_t *model = json_object();
+    json_object_set_new(model, "digest", s->digest_gen ? swarm_hex_json(s->digest) : json_null());
+    json_object_set_new(model, "digest_updates", json_integer((json_int_t)s->digest_count));
+    json_object_set_new(model, "digest_version_vector", swarm_vv_json(&s->digest_vv));
+    json_object_set_new(model, "version_vector", swarm_vv_json(&s->vv));
+    json_object_set_new(root, "model", model);
+
+    json_t *train = json_object();
+    /* The latest window's mean; before the first window closes, the open one's. */
+    double loss = isfinite(s->loss) ? s->loss
+                  : s->win_steps    ? s->win_loss / (double)s->win_steps
+                                    : NAN;
+    json_object_set_new(train, "loss", isfinite(loss) ? json_real(loss) : json_null());
+    json_object_set_new(train, "steps_per_s", json_real(s->steps_per_s));
+    json_object_set_new(train, "scale", json_real((double)s->last.scale));
+    json_object_set_new(train, "saturations", json_integer((json_int_t)s->last.saturations));
+    json_object_set_new(root, "train", swarm_status_train_extra(s, train));
+
+    json_t *ledger = json_object();
+    json_object_set_new(ledger, "updates", json_integer((json_int_t)s->last.ledger_count));
+    json_object_set_new(ledger, "checkpoint_updates",
+                        s->last.ckpt_count == UINT64_MAX
+                            ? json_integer(0)
+                            : json_integer((json_int_t)s->last.ckpt_count));
+    json_object_set_new(root, "ledger", ledger);
+
+    json_t *peers = json_array();
+    size_t n = swd_members_count(s->members);
+    for (size_t i = 0; i < n; i++) {
+        const swd_peer *p = swd_members_at_const(s->members, i);
+        json_t *o = json_object();
+        json_object_set_new(o, "id", swarm_hex_json(p->id));
+        json_object_set_new(o, "state", json_string(swd_peer_state_name(p->state)));
+        json_object_set_new(
+            o, "node_state",
+            json_string(p->has_announce ? swarm_node_state_text(p->node_state) : "unknown"));
+        json_object_set_new(o, "step", json_integer((json_int_t)p->step));
+        json_object_set_new(o, "last_seen_ms",
+                            p->last_seen_ms ? json_integer((json_int_t)(now - p->last_seen_ms))
+                                            : json_null());
+        json_object_set_new(o, "addr", json_string(p->pub_addr));
+        json_object_set_new(o, "sync_addr", json_string(p->sync_addr));
+        json_object_set_new(o, "ledger_updates", json_integer((json_int_t)p->ledger_updates));
+        json_object_set_new(o, "digest", p->has_digest ? swarm_hex_json(p->digest) : json_null());
+        json_object_set_new(o, "lagging", json_boolean(p->lagging));
+        json_object_set_new(o, "banned", json_boolean(p->banned));
+        json_array_append_new(peers, o);
+    }
+    json_object_set_new(root, "peers", peers);
+
+    swd_net_stats ns;
+    swd_net_get_stats(s->net, &ns);
+    json_t *net = json_object();
+    json_object_set_new(net, "bytes_out", json_integer((json_int_t)ns.bytes_out));
+    json_object_set_new(net, "bytes_in", json_integer((json_int_t)ns.bytes_in));
+    json_object_set_new(net, "msgs_out", json_integer((json_int_t)ns.msgs_out));
+    json_object_set_new(net, "msgs_in", json_integer((json_int_t)ns.msgs_in));
+    json_object_set_new(net, "updates_out", json_integer((json_int_t)s->updates_out));
+    json_object_set_new(net, "batches_out", json_integer((json_int_t)s->batches_out));
+    json_object_set_new(net, "updates_in", json_integer((json_int_t)s->updates_in));
+    json_object_set_new(net, "updates_applied", json_integer((json_int_t)s->updates_applied));
+    json_object_set_new(net, "bytes_per_update",
+                        s->updates_in ? json_real((double)ns.bytes_in / (double)s->updates_in)
+                                      : json_null());
+    json_object_set_new(net, "requests_failed", json_integer((json_int_t)ns.requests_failed));
+    json_object_set_new(net, "injected_drops", json_integer((json_int_t)ns.injected_drops));
+    json_t *dropped = json_object();
+    for (int d = 0; d < SWD_DROP_COUNT; d++)
+        json_object_set_new(dropped, swd_drop_name((swd_drop)d),
+                            json_integer((json_int_t)s->dropped[d]));
+    json_object_set_new(dropped, "queue_full", json_integer((json_int_t)ns.queue_dropped));
+    json_object_set_new(net, "dropped", dropped);
+    json_object_set_new(root, "net", net);
+    json_object_set_new(root, "swarm", swarm_status_swarm(s, now));
+    return root;
+}
+
+/* A path argument of a control request: absolute, bounded. */
+const char *swarm_ctl_path(json_t *req, const char *key, const char **why)
+{
+    const char *v = json_string_value(json_object_get(req, key));
+    if (!v) {
+        *why = "missing";
+        return NULL;
+    }
+    if (v[0] != '/' || strlen(v) >= SWD_JOB_PATH_MAX) {
+        *why = "must be an absolute path (the daemon resolves it, not the caller's directory)";
+        return NULL;
+    }
+    return v;
+}
+
+json_t *swarm_ctl_job(swd_swarm *s, uint64_t id, const char *cmd, json_t *req)
+{
+    swd_job job;
+    memset(&job, 0, sizeof job);
+    job.tag = id;
+    const char *why = NULL;
+    if (strcmp(cmd, "checkpoint") == 0) {
+        job.kind = SWD_JOB_CHECKPOINT;
+    } else if (strcmp(cmd, "export") == 0) {
+        job.kind = SWD_JOB_EXPORT;
+        const char *out = swarm_ctl_path(req, "out", &why);
+        if (!out) return json_pack("{s:s+}", "error", "export: \"out\": ", why);
+        snprintf(job.path, sizeof job.path, "%s", out);
+        const char *dt = json_string_value(json_object_get(req, "dtype"));
+        sw_dtype dtype = SW_DTYPE_F32;
+        if (dt &&
+            (sw_dtype_parse(dt, &dtype) != 0 || (dtype != SW_DTYPE_F32 && dtype != SW_DTYPE_F16)))
+            return json_pack("{s:s}", "error", "export: \"dtype\" must be f32 or f16");
+        job.dtype = (int)dtype;
+    } else {
+        job.kind = SWD_JOB_EVAL;
+        const char *data = swarm_ctl_path(req, "data", &why);
+        if (!data) return json_pack("{s:s+}", "error", "eval: \"data\": ", why);
+        snprintf(job.path, sizeof job.path, "%s", data);
+    }
+    if (swd_worker_submit(s->wk, &job) != 0)
+        return json_pack("{s:s}", "error",
+                         "busy: too many checkpoint/export/eval requests pending; try again");
+    return NULL; /* answered when the worker is done */
+}
+
+json_t *swarm_ctl_join(swd_swarm *s, uint64_t id, json_t *req)
+{
+    const char *addr = json_string_value(json_object_get(req, "addr"));
+    if (!addr || !addr[0] || strlen(addr) > SWD_WIRE_MAX_ADDR)
+        return json_pack("{s:s}", "error", "join: \"addr\" must be a member's sync URL");
+    swd_msg m;
+    swarm_hello_msg(s, &m);
+    swarm_req *r = swarm_request(s, REQ_HELLO, addr, &m, NULL, NULL);
+    if (!r) return json_pack("{s:s+}", "error", "join: cannot send a Hello to ", addr);
+    r->has_ctl = true;
+    r->ctl_id = id;
+    swd_log(SWD_LOG_INFO, "joining on request", "addr=%s", SWD_LOG_Q(addr));
+    return NULL; /* answered when the Welcome (or the timeout) comes */
+}
+
+json_t *swarm_ctl_pause(swd_swarm *s, bool pause)
+{
+    if (s->paused != pause) {
+        s->paused = pause;
+        swd_worker_set_paused(s->wk, pause);
+        swd_log(SWD_LOG_INFO,
+                pause ? "paused: making no updates, still syncing and serving" : "resumed",
+                "step=%" PRIu64, s->last.next_step);
+        swarm_announce(s);
+    }
+    return json_pack("{s:b,s:s}", "ok", 1, "state", swd_node_state_name(swarm_node_state(s)));
+}
+
+void swarm_on_control(swd_swarm *s, swd_net_event *ev)
+{
+    json_t *reply = NULL, *req = NULL;
+    bool deferred = false;
+    if (ev->len > SWARM_CONTROL_MAX) {
+        reply = json_pack("{s:s}", "error", "request too large");
+    } else {
+        json_error_t err;
+        req = json_loadb((const char *)ev->data, ev->len, JSON_REJECT_DUPLICATES, &err);
+        const char *cmd = req ? json_string_value(json_object_get(req, "cmd")) : NULL;
+        if (!req || !json_is_object(req))
+            reply = json_pack("{s:s}", "error", "request is not a JSON object");
+        else if (!cmd)
+            reply = json_pack("{s:s}", "error", "request has no \"cmd\" string");
+        else if (strcmp(cmd, "status") == 0)
+            reply = swarm_status(s);
+        else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0)
+            reply = swarm_ctl_pause(s, cmd[0] == 'p');
+        else if (strcmp(cmd, "leave") == 0) {
+            reply = json_pack("{s:b}", "ok", 1);
+            if (s->on_leave) s->on_leave(s->on_leave_ctx);
+        } else if (strcmp(cmd, "join") == 0)
+            deferred = (reply = swarm_ctl_join(s, ev->id, req)) == NULL;
+        else if (strcmp(cmd, "checkpoint") == 0 || strcmp(cmd, "export") == 0 ||
+                 strcmp(cmd, "eval") == 0)
+            deferred = (reply = swarm_ctl_job(s, ev->id, cmd, req)) == NULL;
+        else
+            reply = json_pack("{s:s+}", "error", "unknown command: ", cmd);
+    }
+    json_decref(req);
+    if (!deferred) swarm_reply_json(s, ev->id, reply);
+}
+
+/* Answers the control request a finished worker job belongs to. */
+void swarm_job_done(swd_swarm *s, const swd_job_result *r)
+{
+    json_t *reply;
+    if (r->rc != 0) {
+        reply = json_pack("{s:s}", "error", r->err);
+    } else if (r->kind == SWD_JOB_CHECKPOINT) {
+        reply =
+            json_pack("{s:b,s:I,s:s}", "ok", 1, "updates", (json_int_t)r->updates, "path", r->path);
+    } else if (r->kind == SWD_JOB_EXPORT) {
+        reply = json_pack("{s:b,s:s,s:I,s:o}", "ok", 1, "out", r->path, "updates",
+                          (json_int_t)r->updates, "digest", swarm_hex_json(r->digest));
+        swd_log(SWD_LOG_INFO, "exported on request", "out=%s updates=%" PRIu64, SWD_LOG_Q(r->path),
+                r->updates);
+    } else {
+        reply = json_pack("{s:b,s:f,s:f,s:I,s:I,s:o,s:I,s:s}", "ok", 1, "loss", r->loss,
+                          "perplexity", r->perplexity, "tokens", (json_int_t)r->tokens, "records",
+                          (json_int_t)r->records, "accuracy",
+                          r->has_accuracy ? json_real(r->accuracy) : json_null(), "updates",
+                          (json_int_t)r->updates, "data", r->path);
+    }
+    swarm_reply_json(s, r->tag, reply);
+}
+
+/* ------------------------------------------------------------ loop entry points */
