@@ -155,7 +155,6 @@ void swarm_subscribe_all(swd_swarm *s)
     for (size_t i = 0; i < n; i++) {
         swd_peer *p = swd_members_at(s->members, i);
         if (p->subscribed || p->banned || !p->pub_addr[0]) continue;
-        if (p->state == SWD_PEER_DEAD && p->last_seen_ms == 0) continue; /* never answered */
         sw_diag d = {{0}};
         if (swd_net_subscribe(s->net, p->pub_addr, &d) == 0)
             p->subscribed = true;
@@ -199,6 +198,7 @@ swarm_req *swarm_request(swd_swarm *s, swarm_req_kind kind, const char *addr, co
     memset(r, 0, sizeof *r);
     r->kind = kind;
     r->id = id;
+    r->sent_ms = swarm_now_ms();
     if (origin) memcpy(r->origin, origin, SW_ID_BYTES);
     if (peer) memcpy(r->peer, peer, SW_ID_BYTES);
     return r;
@@ -226,14 +226,7 @@ void swarm_reply_json(swd_swarm *s, uint64_t id, json_t *reply)
 
 void swarm_on_change(void *ctx, const swd_peer *p, swd_peer_state from)
 {
-    swd_swarm *s = ctx;
-    /* A gossiped address nobody ever answered from: stop dialling it (a
-     * hostile member could otherwise make us dial many bogus addresses). */
-    if (p->state == SWD_PEER_DEAD && p->last_seen_ms == 0 && p->subscribed) {
-        swd_peer *q = swd_members_find(s->members, p->id);
-        swd_net_unsubscribe(s->net, p->pub_addr);
-        if (q) q->subscribed = false;
-    }
+    (void)ctx;
     char hex[SWARM_HEX];
     swarm_hex(p->id, hex);
     swd_log(p->state == SWD_PEER_DEAD || p->state == SWD_PEER_SUSPECT ? SWD_LOG_WARN : SWD_LOG_INFO,
@@ -503,6 +496,15 @@ void swd_swarm_on_cron(swd_swarm *s)
             swarm_repair_from(s, swd_members_at_const(s->members, i));
         swarm_subscribe_all(s);
     }
+
+    /* A request whose reply never came (net promises one, this is the
+     * backstop) must not hold its origin's slot forever. */
+    for (size_t i = 0; i < SWD_SWARM_MAX_PENDING; i++)
+        if (s->reqs[i].kind != REQ_NONE &&
+            now - s->reqs[i].sent_ms > 2 * (uint64_t)SWD_SWARM_AE_TIMEOUT_MS + 1000) {
+            swd_log(SWD_LOG_WARN, "a request got no reply event: slot reclaimed", NULL);
+            s->reqs[i].kind = REQ_NONE;
+        }
 
     /* Hello with our identity and addresses to a bootstrap member (so it
      * subscribes to us at once), again until one welcomes us. */

@@ -42,6 +42,7 @@ typedef struct swarm_req {
     uint8_t peer[SW_ID_BYTES];   /* asked */
     uint64_t ctl_id;             /* HELLO from `swarmctl join`: the control request to answer */
     bool has_ctl;
+    uint64_t sent_ms;
 } swarm_req;
 
 struct swd_swarm {
