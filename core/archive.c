@@ -305,30 +305,13 @@ static void archive_header(const uint8_t run_id[SW_ID_BYTES], uint8_t h[SW_ARCHI
     archive_sum(h, 48, h + 48);
 }
 
-/* Creates path holding just a header, atomically (temp file, fsync, link),
- * so that no crash leaves a file with a torn header. */
+/* Creates path holding just a header, atomically: no crash leaves a torn
+ * header (an existing file, created meanwhile by another process, wins). */
 static int archive_create(const char *path, const uint8_t run_id[SW_ID_BYTES], sw_diag *diag)
 {
-    char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return sw_diag_set(diag, SW_ETOOBIG, "%s: path too long", path);
     uint8_t h[SW_ARCHIVE_HEADER_BYTES];
     archive_header(run_id, h);
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int err = errno;
-        return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
-    }
-    int rc = sw_pwrite_all(fd, h, sizeof h, 0);
-    if (rc == 0 && fsync(fd) != 0) rc = sw_error_from_errno(errno);
-    if (close(fd) != 0 && rc == 0) rc = sw_error_from_errno(errno);
-    if (rc == 0 && link(tmp, path) != 0) rc = sw_error_from_errno(errno);
-    unlink(tmp);
-    if (rc == SW_EEXIST) return 0; /* someone else created it: open that one */
-    if (rc == 0) rc = sw_fsync_parent(path);
-    if (rc != 0) return sw_diag_set(diag, rc, "%s: creating: %s", path, sw_strerror(rc));
-    return 0;
+    return sw_file_create_once(path, h, sizeof h, 0644, NULL, diag);
 }
 
 static int archive_check_header(const sw_archive *a, const uint8_t run_id[SW_ID_BYTES],

@@ -180,3 +180,30 @@ int sw_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     }
     return 0;
 }
+
+int sw_file_create_once(const char *path, const void *data, size_t len, int mode, bool *lost_race,
+                        sw_diag *diag)
+{
+    char tmp[4200];
+    if (lost_race) *lost_race = false;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return sw_diag_set(diag, SW_ETOOBIG, "%s: path too long", path);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) {
+        int err = errno;
+        return sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
+    }
+    int rc = sw_pwrite_all(fd, data, len, 0);
+    if (rc == 0 && fsync(fd) != 0) rc = sw_error_from_errno(errno);
+    if (close(fd) != 0 && rc == 0) rc = sw_error_from_errno(errno);
+    if (rc == 0 && link(tmp, path) != 0) rc = sw_error_from_errno(errno);
+    unlink(tmp);
+    if (rc == SW_EEXIST) {
+        if (lost_race) *lost_race = true;
+        rc = 0;
+    }
+    if (rc == 0) rc = sw_fsync_parent(path);
+    if (rc != 0) return sw_diag_set(diag, rc, "%s: creating: %s", path, sw_strerror(rc));
+    return 0;
+}

@@ -9,6 +9,7 @@
 #ifndef SW_FILEIO_H
 #define SW_FILEIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,16 @@ int sw_path_join(char *buf, size_t size, const char *dir, const char *name);
  */
 int sw_pread_all(int fd, uint8_t *p, size_t n, uint64_t off);
 int sw_pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off);
+
+/*
+ * Creates path holding exactly data, or leaves an existing one alone: the
+ * bytes go to PATH.tmp.PID (O_EXCL, mode), are fsynced, then link()ed into
+ * place (never rename: a file another process created first wins, and
+ * *lost_race, which may be NULL, says so), then the directory is fsynced.
+ * No crash leaves a torn file at path.
+ */
+int sw_file_create_once(const char *path, const void *data, size_t len, int mode, bool *lost_race,
+                        sw_diag *diag);
 
 /* Copies a file atomically (read, then sw_file_write_atomic). */
 int sw_file_copy(const char *src, const char *dst, size_t max_bytes, sw_diag *diag);

@@ -139,62 +139,19 @@ static bool identity_read_pk(const char *path, uint8_t pk[SW_ID_BYTES])
 /* Writes a new key to a temp file created 0600 and links it into place. */
 static int identity_create(const char *path, bool *lost_race, sw_diag *diag)
 {
-    char tmp[SW_STATE_PATH_MAX + 32];
-    *lost_race = false;
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return sw_diag_set(diag, SW_ETOOBIG, "%s: path too long", path);
+    /* The seed lives in secure memory only (sodium_malloc: locked, wiped). */
     unsigned char *file = sodium_malloc(SW_IDENTITY_FILE_BYTES);
     unsigned char *sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
-    int rc = 0;
-    int fd = -1;
+    int rc;
     if (file == NULL || sk == NULL) {
         rc = sw_diag_set(diag, SW_ENOMEM, "%s: out of secure memory", path);
-        goto fail;
+    } else {
+        memcpy(file, IDENTITY_MAGIC, 8);
+        randombytes_buf(file + 8, 32);
+        crypto_sign_seed_keypair(file + 40, sk, file + 8);
+        /* link, not rename: never replace a key another process created first. */
+        rc = sw_file_create_once(path, file, SW_IDENTITY_FILE_BYTES, 0600, lost_race, diag);
     }
-    memcpy(file, IDENTITY_MAGIC, 8);
-    randombytes_buf(file + 8, 32);
-    crypto_sign_seed_keypair(file + 40, sk, file + 8);
-    unlink(tmp);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        int err = errno;
-        rc = sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
-        goto fail;
-    }
-    size_t done = 0;
-    while (done < SW_IDENTITY_FILE_BYTES) {
-        ssize_t n = write(fd, file + done, SW_IDENTITY_FILE_BYTES - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int err = errno;
-            rc = sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
-            goto fail;
-        }
-        done += (size_t)n;
-    }
-    if (fsync(fd) != 0) {
-        int err = errno;
-        rc = sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", tmp, strerror(err));
-        goto fail;
-    }
-    close(fd);
-    fd = -1;
-    /* link, not rename: never replace a key another process created first. */
-    if (link(tmp, path) != 0) {
-        int err = errno;
-        if (err == EEXIST) {
-            *lost_race = true;
-        } else {
-            rc = sw_diag_set(diag, sw_error_from_errno(err), "%s: %s", path, strerror(err));
-            goto fail;
-        }
-    }
-    int frc = sw_fsync_parent(path);
-    if (frc != 0)
-        rc = sw_diag_set(diag, frc, "%s: fsync of the directory: %s", path, sw_strerror(frc));
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp);
     if (file) sodium_free(file);
     if (sk) sodium_free(sk);
     return rc;
