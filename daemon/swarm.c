@@ -51,7 +51,7 @@ void swarm_drop(swd_swarm *s, swd_drop d, const uint8_t *sender)
 /* ------------------------------------------------------------ addresses */
 
 /* url with a wildcard host (0.0.0.0, *, [::]) replaced by advertise. */
-void swarm_advertised(const char *url, const char *advertise, char *out, size_t size)
+static void swarm_advertised(const char *url, const char *advertise, char *out, size_t size)
 {
     const char *host = strstr(url, "://");
     const char *port = host ? strrchr(host + 3, ':') : NULL;
@@ -74,7 +74,7 @@ void swarm_advertised(const char *url, const char *advertise, char *out, size_t 
 /* ------------------------------------------------------------ sealing */
 
 /* Seals and publishes m; counts nothing else. */
-int swarm_publish(swd_swarm *s, const swd_msg *m)
+static int swarm_publish(swd_swarm *s, const swd_msg *m)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -164,7 +164,7 @@ void swarm_subscribe_all(swd_swarm *s)
     }
 }
 
-swarm_req *swarm_req_slot(swd_swarm *s)
+static swarm_req *swarm_req_slot(swd_swarm *s)
 {
     for (size_t i = 0; i < SWD_SWARM_MAX_PENDING; i++)
         if (s->reqs[i].kind == REQ_NONE) return &s->reqs[i];
@@ -224,7 +224,7 @@ void swarm_reply_json(swd_swarm *s, uint64_t id, json_t *reply)
     free(text);
 }
 
-void swarm_on_change(void *ctx, const swd_peer *p, swd_peer_state from)
+static void swarm_on_change(void *ctx, const swd_peer *p, swd_peer_state from)
 {
     (void)ctx;
     char hex[SWARM_HEX];
@@ -336,7 +336,7 @@ void swarm_announce(swd_swarm *s)
     free(a->digest_vv);
 }
 
-void swarm_on_announce(swd_swarm *s, const swd_msg *m)
+static void swarm_on_announce(swd_swarm *s, const swd_msg *m)
 {
     swd_drop drop;
     if (!swd_members_announce(s->members, m->sender, &m->u.announce, swarm_now_ms(), &drop)) {
@@ -350,7 +350,7 @@ void swarm_on_announce(swd_swarm *s, const swd_msg *m)
 
 /* ------------------------------------------------------------ sync service */
 
-void swarm_on_sub_msg(swd_swarm *s, swd_net_event *ev)
+static void swarm_on_sub_msg(swd_swarm *s, swd_net_event *ev)
 {
     uint8_t sender[SW_ID_BYTES];
     uint64_t now = swarm_now_ms();
@@ -450,7 +450,7 @@ void swd_swarm_on_report(swd_swarm *s, const swd_worker_report *r)
     swarm_take_own(s);
 }
 
-uint64_t swarm_held_steps(void *ctx, const uint8_t id[SW_ID_BYTES])
+static uint64_t swarm_held_steps(void *ctx, const uint8_t id[SW_ID_BYTES])
 {
     const swd_swarm *s = ctx;
     return swarm_vv_prefix(&s->vv, id) / (uint64_t)s->train.directions;

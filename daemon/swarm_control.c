@@ -19,7 +19,7 @@
 #include "setup.h"
 #include "swarm_int.h"
 
-json_t *swarm_vv_json(const sw_vv *vv)
+static json_t *swarm_vv_json(const sw_vv *vv)
 {
     json_t *o = json_object();
     for (size_t i = 0; i < vv->n; i++) {
@@ -30,20 +30,20 @@ json_t *swarm_vv_json(const sw_vv *vv)
     return o;
 }
 
-json_t *swarm_hex_json(const uint8_t id[SW_ID_BYTES])
+static json_t *swarm_hex_json(const uint8_t id[SW_ID_BYTES])
 {
     char hex[SWARM_HEX];
     swarm_hex(id, hex);
     return json_string(hex);
 }
 
-const char *swarm_node_state_text(swd_node_state st)
+static const char *swarm_node_state_text(swd_node_state st)
 {
     return swd_node_state_name(st);
 }
 
 /* Does a peer's announced version vector (prefixes) describe exactly ours? */
-bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n)
+static bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n)
 {
     size_t k = 0;
     for (size_t i = 0; i < ours->n; i++) {
@@ -63,7 +63,7 @@ bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n)
 }
 
 /* The swarm section of the status: lag, agreement, peers by state, warnings. */
-json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
+static json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
 {
     json_t *o = json_object(), *warn = json_array();
     size_t n = swd_members_count(s->members), by_state[5] = {0};
@@ -137,7 +137,7 @@ json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
     return o;
 }
 
-json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
+static json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
 {
     json_t *hist = json_array();
     for (size_t i = 0; i < s->n_loss_hist; i++) {
@@ -257,7 +257,7 @@ json_t *swarm_status(swd_swarm *s)
 }
 
 /* A path argument of a control request: absolute, bounded. */
-const char *swarm_ctl_path(json_t *req, const char *key, const char **why)
+static const char *swarm_ctl_path(json_t *req, const char *key, const char **why)
 {
     const char *v = json_string_value(json_object_get(req, key));
     if (!v) {
@@ -271,7 +271,7 @@ const char *swarm_ctl_path(json_t *req, const char *key, const char **why)
     return v;
 }
 
-json_t *swarm_ctl_job(swd_swarm *s, uint64_t id, const char *cmd, json_t *req)
+static json_t *swarm_ctl_job(swd_swarm *s, uint64_t id, const char *cmd, json_t *req)
 {
     swd_job job;
     memset(&job, 0, sizeof job);
@@ -302,7 +302,7 @@ json_t *swarm_ctl_job(swd_swarm *s, uint64_t id, const char *cmd, json_t *req)
     return NULL; /* answered when the worker is done */
 }
 
-json_t *swarm_ctl_join(swd_swarm *s, uint64_t id, json_t *req)
+static json_t *swarm_ctl_join(swd_swarm *s, uint64_t id, json_t *req)
 {
     const char *addr = json_string_value(json_object_get(req, "addr"));
     if (!addr || !addr[0] || strlen(addr) > SWD_WIRE_MAX_ADDR)
@@ -317,7 +317,7 @@ json_t *swarm_ctl_join(swd_swarm *s, uint64_t id, json_t *req)
     return NULL; /* answered when the Welcome (or the timeout) comes */
 }
 
-json_t *swarm_ctl_pause(swd_swarm *s, bool pause)
+static json_t *swarm_ctl_pause(swd_swarm *s, bool pause)
 {
     if (s->paused != pause) {
         s->paused = pause;

@@ -113,68 +113,34 @@ uint64_t swarm_now_ms(void);
 double swarm_now_s(void);
 void swarm_hex(const uint8_t id[SW_ID_BYTES], char out[SWARM_HEX]);
 void swarm_drop(swd_swarm *s, swd_drop d, const uint8_t *sender);
-void swarm_advertised(const char *url, const char *advertise, char *out, size_t size);
-int swarm_publish(swd_swarm *s, const swd_msg *m);
 void swarm_reply_error(swd_swarm *s, uint64_t id, swd_context ctx, swd_error_code code,
                        const char *text);
 uint64_t swarm_vv_prefix(const sw_vv *vv, const uint8_t origin[SW_ID_BYTES]);
 uint64_t swarm_have(const swd_swarm *s, const uint8_t origin[SW_ID_BYTES]);
 int swarm_vv_entries(const sw_vv *vv, swd_vv_entry **out, size_t *n);
-int swarm_archive_and_publish(swd_swarm *s, uint64_t first, float scale, const int8_t *q, size_t n,
-                              bool publish);
-size_t swarm_run_len(const swd_swarm *s);
 void swarm_flush_own(swd_swarm *s, bool force);
 void swarm_take_own(swd_swarm *s);
 int swarm_refill_own(swd_swarm *s, sw_state *st);
-bool swarm_batch_updates(const swd_swarm *s, const uint8_t origin[SW_ID_BYTES], const swd_batch *b,
-                         sw_update *u);
-int swarm_requeue_entry(void *ctx, const uint8_t *bytes, size_t len);
 int swarm_requeue_archived(swd_swarm *s, sw_state *st);
-void swarm_ban(swd_swarm *s, const uint8_t origin[SW_ID_BYTES], uint64_t step,
-               const char *proof_json);
 void swarm_ban_updates(swd_swarm *s, const sw_update *held, const sw_update *got,
                        const uint8_t *held_env, size_t held_len, const uint8_t *got_env,
                        size_t got_len);
-int swarm_cmp_entry(void *ctx, const uint8_t *bytes, size_t len);
 void swarm_take_batch(swd_swarm *s, const swd_msg *m, const uint8_t *env, size_t env_len);
 void swarm_subscribe_all(swd_swarm *s);
-swarm_req *swarm_req_slot(swd_swarm *s);
 bool swarm_req_pending_origin(const swd_swarm *s, const uint8_t origin[SW_ID_BYTES]);
 swarm_req *swarm_request(swd_swarm *s, swarm_req_kind kind, const char *addr, const swd_msg *m,
                          const uint8_t origin[SW_ID_BYTES], const uint8_t peer[SW_ID_BYTES]);
 void swarm_hello_msg(const swd_swarm *s, swd_msg *m);
 void swarm_reply_json(swd_swarm *s, uint64_t id, json_t *reply);
 void swarm_repair_from(swd_swarm *s, const swd_peer *p);
-void swarm_on_change(void *ctx, const swd_peer *p, swd_peer_state from);
 swd_peer *swarm_seen(swd_swarm *s, const uint8_t id[SW_ID_BYTES]);
 swd_node_state swarm_node_state(const swd_swarm *s);
 size_t swarm_member_list(swd_swarm *s, swd_member_info *out, size_t max, bool with_self);
 void swarm_announce(swd_swarm *s);
-void swarm_on_announce(swd_swarm *s, const swd_msg *m);
-int swarm_collect_entry(void *ctx, const uint8_t *bytes, size_t len);
-void swarm_serve_get_updates(swd_swarm *s, uint64_t id, const swd_get_updates *g);
-int swarm_snapshot_path(const swd_swarm *s, uint64_t count, char *path, size_t size);
-uint64_t swarm_snapshot_bytes(const swd_swarm *s, uint64_t count);
-void swarm_serve_snapshot(swd_swarm *s, uint64_t id, const swd_get_snapshot *g);
-void swarm_serve_hello(swd_swarm *s, uint64_t id, const swd_msg *req);
 void swarm_on_sync_req(swd_swarm *s, swd_net_event *ev);
-void swarm_on_updates_reply(swd_swarm *s, const swd_msg *m);
-const char *swarm_on_hello_reply(swd_swarm *s, const swd_msg *m);
 void swarm_on_reply(swd_swarm *s, swd_net_event *ev);
-void swarm_on_sub_msg(swd_swarm *s, swd_net_event *ev);
-json_t *swarm_vv_json(const sw_vv *vv);
-json_t *swarm_hex_json(const uint8_t id[SW_ID_BYTES]);
-const char *swarm_node_state_text(swd_node_state st);
-bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n);
-json_t *swarm_status_swarm(swd_swarm *s, uint64_t now);
-json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train);
 json_t *swarm_status(swd_swarm *s);
-const char *swarm_ctl_path(json_t *req, const char *key, const char **why);
-json_t *swarm_ctl_job(swd_swarm *s, uint64_t id, const char *cmd, json_t *req);
-json_t *swarm_ctl_join(swd_swarm *s, uint64_t id, json_t *req);
-json_t *swarm_ctl_pause(swd_swarm *s, bool pause);
 void swarm_on_control(swd_swarm *s, swd_net_event *ev);
 void swarm_job_done(swd_swarm *s, const swd_job_result *r);
-uint64_t swarm_held_steps(void *ctx, const uint8_t id[SW_ID_BYTES]);
 
 #endif

@@ -24,7 +24,7 @@ typedef struct swarm_collect {
     size_t bytes;
 } swarm_collect;
 
-int swarm_collect_entry(void *ctx, const uint8_t *bytes, size_t len)
+static int swarm_collect_entry(void *ctx, const uint8_t *bytes, size_t len)
 {
     swarm_collect *c = ctx;
     swd_updates *u = c->u;
@@ -38,7 +38,7 @@ int swarm_collect_entry(void *ctx, const uint8_t *bytes, size_t len)
     return 0;
 }
 
-void swarm_serve_get_updates(swd_swarm *s, uint64_t id, const swd_get_updates *g)
+static void swarm_serve_get_updates(swd_swarm *s, uint64_t id, const swd_get_updates *g)
 {
     swd_msg m;
     memset(&m, 0, sizeof m);
@@ -68,14 +68,14 @@ void swarm_serve_get_updates(swd_swarm *s, uint64_t id, const swd_get_updates *g
 
 /* The newest checkpoint is the snapshot a member offers; its file is
  * immutable once renamed into place (a newer one may replace it). */
-int swarm_snapshot_path(const swd_swarm *s, uint64_t count, char *path, size_t size)
+static int swarm_snapshot_path(const swd_swarm *s, uint64_t count, char *path, size_t size)
 {
     char name[64];
     snprintf(name, sizeof name, "checkpoints/ckpt-%020" PRIu64 ".swck", count);
     return sw_path_join(path, size, s->state_dir, name);
 }
 
-uint64_t swarm_snapshot_bytes(const swd_swarm *s, uint64_t count)
+static uint64_t swarm_snapshot_bytes(const swd_swarm *s, uint64_t count)
 {
     char path[SW_STATE_PATH_MAX];
     struct stat sb;
@@ -83,7 +83,7 @@ uint64_t swarm_snapshot_bytes(const swd_swarm *s, uint64_t count)
     return (uint64_t)sb.st_size;
 }
 
-void swarm_serve_snapshot(swd_swarm *s, uint64_t id, const swd_get_snapshot *g)
+static void swarm_serve_snapshot(swd_swarm *s, uint64_t id, const swd_get_snapshot *g)
 {
     char path[SW_STATE_PATH_MAX];
     int fd = -1;
@@ -135,7 +135,7 @@ void swarm_serve_snapshot(swd_swarm *s, uint64_t id, const swd_get_snapshot *g)
     free(buf);
 }
 
-void swarm_serve_hello(swd_swarm *s, uint64_t id, const swd_msg *req)
+static void swarm_serve_hello(swd_swarm *s, uint64_t id, const swd_msg *req)
 {
     (void)req;
     swd_msg m;

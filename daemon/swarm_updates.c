@@ -19,8 +19,8 @@
 #include "setup.h"
 #include "swarm_int.h"
 
-int swarm_archive_and_publish(swd_swarm *s, uint64_t first, float scale, const int8_t *q, size_t n,
-                              bool publish)
+static int swarm_archive_and_publish(swd_swarm *s, uint64_t first, float scale, const int8_t *q,
+                                     size_t n, bool publish)
 {
     swd_msg m;
     memset(&m, 0, sizeof m);
@@ -50,7 +50,7 @@ int swarm_archive_and_publish(swd_swarm *s, uint64_t first, float scale, const i
 
 /* Length of the run of pending updates from index 0 with one scale and
  * consecutive steps, at most batch_max_steps. */
-size_t swarm_run_len(const swd_swarm *s)
+static size_t swarm_run_len(const swd_swarm *s)
 {
     size_t max = (size_t)s->cfg->batch_max_steps, k = 1;
     while (k < s->n_pend && k < max && s->pend[k].step == s->pend[0].step + k &&
@@ -153,8 +153,8 @@ int swarm_refill_own(swd_swarm *s, sw_state *st)
 
 /* The updates of a verified batch from origin, each checked against the
  * run (scale <= max_scale, ...); false when one is not valid. */
-bool swarm_batch_updates(const swd_swarm *s, const uint8_t origin[SW_ID_BYTES], const swd_batch *b,
-                         sw_update *u)
+static bool swarm_batch_updates(const swd_swarm *s, const uint8_t origin[SW_ID_BYTES],
+                                const swd_batch *b, sw_update *u)
 {
     for (size_t i = 0; i < b->n; i++) {
         memcpy(u[i].origin, origin, SW_ID_BYTES);
@@ -175,7 +175,7 @@ typedef struct swarm_requeue {
     int rc;
 } swarm_requeue;
 
-int swarm_requeue_entry(void *ctx, const uint8_t *bytes, size_t len)
+static int swarm_requeue_entry(void *ctx, const uint8_t *bytes, size_t len)
 {
     swarm_requeue *r = ctx;
     swd_msg m;
@@ -228,8 +228,8 @@ int swarm_requeue_archived(swd_swarm *s, sw_state *st)
 
 /* ------------------------------------------------------------ bans */
 
-void swarm_ban(swd_swarm *s, const uint8_t origin[SW_ID_BYTES], uint64_t step,
-               const char *proof_json)
+static void swarm_ban(swd_swarm *s, const uint8_t origin[SW_ID_BYTES], uint64_t step,
+                      const char *proof_json)
 {
     if (swd_members_banned(s->members, origin)) return;
     swd_members_ban(s->members, origin, swarm_now_ms());
@@ -289,7 +289,7 @@ typedef struct swarm_cmp {
 } swarm_cmp;
 
 /* Compares an archived batch with the one received, step by step. */
-int swarm_cmp_entry(void *ctx, const uint8_t *bytes, size_t len)
+static int swarm_cmp_entry(void *ctx, const uint8_t *bytes, size_t len)
 {
     swarm_cmp *c = ctx;
     swd_msg m;
@@ -407,7 +407,7 @@ void swarm_repair_from(swd_swarm *s, const swd_peer *p)
     }
 }
 
-void swarm_on_updates_reply(swd_swarm *s, const swd_msg *m)
+static void swarm_on_updates_reply(swd_swarm *s, const swd_msg *m)
 {
     const swd_updates *u = &m->u.updates;
     for (size_t i = 0; i < u->n; i++) {
@@ -432,7 +432,7 @@ void swarm_on_updates_reply(swd_swarm *s, const swd_msg *m)
 }
 
 /* A Welcome to our running Hello: NULL when taken, else why not. */
-const char *swarm_on_hello_reply(swd_swarm *s, const swd_msg *m)
+static const char *swarm_on_hello_reply(swd_swarm *s, const swd_msg *m)
 {
     if (m->type == SWD_MSG_ERROR) return m->u.error.message[0] ? m->u.error.message : "refused";
     if (m->type != SWD_MSG_WELCOME) return "the member sent no Welcome";
