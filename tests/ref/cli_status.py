@@ -27,29 +27,17 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
+import nodeutil as nu  # noqa: E402
+from nodeutil import check  # noqa: E402
+
 BUILD = os.environ.get("SW_BUILD_ROOT", "build")
 SWARMCTL = os.path.abspath(os.path.join(BUILD, "cli", "swarmctl"))
 NNGCAT = shutil.which("nngcat") or "/usr/bin/nngcat"
 NO_DAEMON = ("no daemon at {}: is swarmd running? (see `systemctl status swarmd`, "
              "or pass --control PATH / --state-dir DIR)")
 
-passed = 0
-failed = 0
 _fakes = []
-
-
-def check(cond, what, detail=None):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok    {what}", flush=True)
-    else:
-        failed += 1
-        print(f"FAIL  {what}", flush=True)
-        if detail:
-            for line in str(detail).rstrip().splitlines()[-25:]:
-                print(f"      {line}")
-    return cond
 
 
 def run(*args, timeout=20):
@@ -779,8 +767,8 @@ def main():
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"cli_status: {time.time() - t0:.1f} s")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed or passed == 0 else 0
+    print(f"{nu.passed} passed, {nu.failed} failed")
+    return 1 if nu.failed or nu.passed == 0 else 0
 
 
 if __name__ == "__main__":
