@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import ensure_124m, run_json  # noqa: E402
+from benchutil import ensure_124m, run_json, require  # noqa: E402
 
 SRC = os.environ.get("SW_SOURCE_ROOT", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD = os.environ.get("SW_BUILD_ROOT", os.path.join(SRC, "build"))
@@ -92,6 +92,7 @@ print(json.dumps({"tokens_per_s": iters * B * T / (t1 - t0), "peak_rss_mb": rss,
 
 
 def main():
+    require("bench forward", modules=("torch", "numpy"), tools=())
     models = [("fixture 7.3M", os.path.join(SRC, "models", "tiny-gpt2-fortunes")),
               ("gpt2-124M", ensure_124m(BUILD))]
     env = dict(os.environ)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import ensure_124m, run_json  # noqa: E402
+from benchutil import ensure_124m, run_json, require  # noqa: E402
 
 SRC = os.environ.get("SW_SOURCE_ROOT", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD = os.environ.get("SW_BUILD_ROOT", os.path.join(SRC, "build"))
@@ -160,6 +160,7 @@ def long_records(tmp):
 
 
 def main():
+    require("bench spsa", modules=("torch", "numpy"), tools=())
     tok_dir = os.path.join(SRC, "models", "tiny-gpt2-fortunes")
     exe = os.path.join(BUILD, "tests", "bench", "bench_spsa")
     rows = []

@@ -55,7 +55,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "ref"))
-from benchutil import ensure_124m  # noqa: E402
+from benchutil import ensure_124m, require  # noqa: E402
 import nodeutil as nu  # noqa: E402
 
 SRC = nu.SOURCE
@@ -321,6 +321,7 @@ def model_124m(root):
 
 
 def main():
+    require("bench swarm", modules=("google.protobuf",), tools=("nngcat", "protoc"))
     t_start = time.monotonic()
     if not nu.require_binaries():
         return 1

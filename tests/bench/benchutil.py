@@ -1,9 +1,38 @@
 """Pieces the benchmark drivers share: running one measured configuration in
 its own process, and the random GPT-2-small-shaped model they compare on."""
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+# What each benchmark needs beyond the test suite's packages, and the one line
+# that says how to get it (deploy/install-deps.sh bench installs all of them).
+_NEEDS = {
+    "torch": "PyTorch (Debian's python3-torch)",
+    "numpy": "NumPy (Debian's python3-numpy)",
+    "google.protobuf": "Python protobuf (Debian's python3-protobuf)",
+}
+_TOOLS = {
+    "nngcat": "nngcat (Debian's nng-utils)",
+    "protoc": "protoc (Debian's protobuf-compiler)",
+}
+
+
+def _importable(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a dotted name whose parent package is missing
+        return False
+
+
+def require(who, modules=(), tools=()):
+    """Exits with one line naming the missing package, before any measuring."""
+    missing = [_NEEDS.get(m, m) for m in modules if not _importable(m)]
+    missing += [_TOOLS.get(t, t) for t in tools if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"{who}: needs {', '.join(missing)}: run `sh deploy/install-deps.sh bench`")
 
 
 def run_json(cmd, who, env=None):

@@ -28,7 +28,7 @@ static void fuzz_check(int cond, const char *what)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     sw_diag d;
-    if (!fuzz_tok && sw_tokenizer_load_dir(SW_FIXTURES "/tiny-gpt2-fortunes", &fuzz_tok, &d) < 0) {
+    if (!fuzz_tok && sw_tokenizer_load_dir(SW_MODEL_DIR, &fuzz_tok, &d) < 0) {
         fprintf(stderr, "fuzz_jsonl: %s\n", d.msg);
         abort();
     }

@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static sw_tokenizer *tok;
     if (tok == NULL) {
         sw_diag diag;
-        if (sw_tokenizer_load_dir(SW_FIXTURES "/tiny-gpt2-fortunes", &tok, &diag) != 0) {
+        if (sw_tokenizer_load_dir(SW_MODEL_DIR, &tok, &diag) != 0) {
             fprintf(stderr, "fuzz_tokenizer: %s\n", diag.msg);
             abort();
         }

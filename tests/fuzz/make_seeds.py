@@ -70,8 +70,7 @@ def main():
     write("safetensors", "bad_overlap", struct.pack("<Q", len(over)) + over + f32(0, 1, 2))
     write("safetensors", "bad_header_len", struct.pack("<Q", 1 << 40) + b"{}")
 
-    with open(os.path.join(HERE, "..", "..", "..", "shared", "fixtures", "tiny-gpt2-fortunes",
-                           "config.json"), "rb") as f:
+    with open(os.path.join(HERE, "..", "..", "models", "tiny-gpt2-fortunes", "config.json"), "rb") as f:
         write("config", "fixture.json", f.read())
     write("config", "minimal.json",
           '{"n_embd":8,"n_layer":1,"n_head":2,"n_positions":16,"vocab_size":10}')

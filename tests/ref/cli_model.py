@@ -21,12 +21,12 @@ import time
 import numpy as np
 
 BUILD = os.environ.get("SW_BUILD_ROOT", "build")
-FIXTURES = os.environ.get("SW_FIXTURES", os.path.join(os.path.dirname(__file__), "..", "..", "..",
-                                                      "shared", "fixtures"))
+SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+DATA = os.environ.get("SW_DATA_DIR", os.path.join(SOURCE, "data"))
 SWARMCTL = os.path.join(BUILD, "cli", "swarmctl")
-FIXTURE_MODEL = os.path.join(FIXTURES, "tiny-gpt2-fortunes")
-TOPIC_TEST = os.path.join(FIXTURES, "data", "topic-test.jsonl")
-TASK_TEST = os.path.join(FIXTURES, "data", "task-test.jsonl")
+FIXTURE_MODEL = os.environ.get("SW_MODEL_DIR", os.path.join(SOURCE, "models", "tiny-gpt2-fortunes"))
+TOPIC_TEST = os.path.join(DATA, "topic-test.jsonl")
+TASK_TEST = os.path.join(DATA, "task-test.jsonl")
 
 passed = 0
 failed = 0
@@ -36,7 +36,7 @@ TMP = "/nonexistent"
 def label(args):
     """The command as typed, with the long fixture and temporary paths shortened."""
     text = " ".join(a if a and " " not in a else repr(a) for a in args)
-    text = text.replace(FIXTURE_MODEL, "$MODEL").replace(FIXTURES, "$FIX").replace(TMP, "$TMP")
+    text = text.replace(FIXTURE_MODEL, "$MODEL").replace(DATA, "$DATA").replace(TMP, "$TMP")
     return text if len(text) <= 100 else text[:60] + " ... " + text[-35:]
 
 

@@ -32,10 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import np_gpt2  # noqa: E402
 
 BUILD = os.environ.get("SW_BUILD_ROOT", "build")
-FIXTURES = os.environ.get("SW_FIXTURES", os.path.join(os.path.dirname(__file__),
-                                                      "../../../shared/fixtures"))
-MODEL = os.path.join(FIXTURES, "tiny-gpt2-fortunes")
-DATA = os.path.join(FIXTURES, "data")
+SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL = os.environ.get("SW_MODEL_DIR", os.path.join(SOURCE, "models", "tiny-gpt2-fortunes"))
+DATA = os.environ.get("SW_DATA_DIR", os.path.join(SOURCE, "data"))
 SWARMCTL = os.path.join(BUILD, "cli", "swarmctl")
 TOK_BATCH = os.path.join(BUILD, "tests", "tok_batch")
 LOSS_RTOL = 1e-4

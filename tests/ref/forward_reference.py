@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import np_gpt2  # noqa: E402
 
 BUILD = os.environ.get("SW_BUILD_ROOT", "build")
-FIXTURES = os.environ.get("SW_FIXTURES", os.path.join(os.path.dirname(__file__),
-                                                      "../../../shared/fixtures"))
+SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+BUNDLED_MODEL = os.environ.get("SW_MODEL_DIR", os.path.join(SOURCE, "models", "tiny-gpt2-fortunes"))
 DUMP = os.path.join(BUILD, "tests", "gpt2_dump")
 TOL = 1e-4
 
@@ -173,7 +173,7 @@ def main():
             if label in ("tiny-f32", "untied-bf16"):
                 save_check(label, cfg_r, params_r, model_dir, work)
 
-        fixture = os.path.join(FIXTURES, "tiny-gpt2-fortunes")
+        fixture = BUNDLED_MODEL
         cfg, params = np_gpt2.load_model(fixture)
         # real text through the real vocabulary would be nicer, but the tokenizer
         # is another module; random ids plus a repeated phrase exercise attention

@@ -21,12 +21,12 @@ import time
 
 BUILD = os.environ.get("SW_BUILD_ROOT", "build")
 SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
-FIXTURES = os.environ.get("SW_FIXTURES", os.path.join(SOURCE, "..", "shared", "fixtures"))
 SWARMD = os.path.join(BUILD, "daemon", "swarmd")
 SWARMCTL = os.path.join(BUILD, "cli", "swarmctl")
 LEDGER_DUMP = os.path.join(BUILD, "tests", "ledger_dump")
-FIXTURE_MODEL = os.path.join(FIXTURES, "tiny-gpt2-fortunes")
-DATA = os.path.join(FIXTURES, "data")
+# The bundled model and data sets, inside the repository (never beside it).
+FIXTURE_MODEL = os.environ.get("SW_MODEL_DIR", os.path.join(SOURCE, "models", "tiny-gpt2-fortunes"))
+DATA = os.environ.get("SW_DATA_DIR", os.path.join(SOURCE, "data"))
 
 passed = 0
 failed = 0

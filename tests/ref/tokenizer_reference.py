@@ -208,9 +208,8 @@ def random_text(rng, blocks, runs):
     return "".join(parts)
 
 
-def fixture_texts(fixtures):
+def fixture_texts(data):
     out = []
-    data = os.path.join(fixtures, "data")
     for name in sorted(os.listdir(data)):
         if not name.endswith(".jsonl"):
             continue
@@ -370,10 +369,10 @@ class Report:
 def main():
     started = time.time()
     build = os.environ.get("SW_BUILD_ROOT")
-    fixtures = os.environ.get("SW_FIXTURES")
-    if not build or not fixtures:
-        sys.exit("tokenizer_reference: set SW_BUILD_ROOT and SW_FIXTURES (meson test does)")
-    model = os.path.join(fixtures, "tiny-gpt2-fortunes")
+    model = os.environ.get("SW_MODEL_DIR")
+    data = os.environ.get("SW_DATA_DIR")
+    if not build or not model or not data:
+        sys.exit("tokenizer_reference: set SW_BUILD_ROOT, SW_MODEL_DIR and SW_DATA_DIR (meson test does)")
     tok_batch = os.path.join(build, "tests", "tok_batch")
     npm_root = os.path.join(build, "npm")
     js_mod = os.path.join(npm_root, "node_modules", "gpt-3-encoder")
@@ -446,7 +445,7 @@ def main():
 
         # ---- 2. ids on the corpus
         rng = random.Random(SEED)
-        fixture = fixture_texts(fixtures)
+        fixture = fixture_texts(data)
         generated = generated_texts(rng) + prose_texts(rng, fixture, 800, 1500)
         corpus = fixture + generated
         corpus_bytes = sum(len(s.encode("utf-8")) for s in corpus)

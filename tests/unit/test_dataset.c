@@ -18,7 +18,7 @@ static int setup(void **state)
 {
     (void)state;
     sw_diag d;
-    if (sw_tokenizer_load_dir(SW_FIXTURES "/tiny-gpt2-fortunes", &tok, &d) < 0) {
+    if (sw_tokenizer_load_dir(SW_MODEL_DIR, &tok, &d) < 0) {
         fprintf(stderr, "tokenizer: %s\n", d.msg);
         return -1;
     }
@@ -300,7 +300,7 @@ static void test_fixture_files(void **state)
     (void)state;
     sw_dataset *ds = NULL;
     sw_diag d;
-    assert_int_equal(sw_dataset_load(SW_FIXTURES "/data/topic-test.jsonl", tok, 256, &ds, &d), 0);
+    assert_int_equal(sw_dataset_load(SW_DATA_DIR "/topic-test.jsonl", tok, 256, &ds, &d), 0);
     assert_int_equal(ds->n_records + ds->n_dropped, ds->n_prompt_completion);
     assert_true(ds->n_records > 50);
     assert_true(sw_dataset_all_prompt_completion(ds));
@@ -316,10 +316,10 @@ static void test_fixture_files(void **state)
     }
     assert_true(ds->max_token_id >= max_id);
     assert_true(ds->max_token_id < sw_tokenizer_vocab_size(tok));
-    assert_string_equal(ds->name, SW_FIXTURES "/data/topic-test.jsonl");
+    assert_string_equal(ds->name, SW_DATA_DIR "/topic-test.jsonl");
     sw_dataset_free(ds);
 
-    assert_int_equal(sw_dataset_load(SW_FIXTURES "/data/task-test.jsonl", tok, 256, &ds, &d), 0);
+    assert_int_equal(sw_dataset_load(SW_DATA_DIR "/task-test.jsonl", tok, 256, &ds, &d), 0);
     assert_int_equal(ds->n_text, ds->n_records + ds->n_dropped);
     assert_int_equal(ds->n_completions, 0);
     int64_t scored = 0;

@@ -21,7 +21,7 @@ static int setup(void **state)
 {
     (void)state;
     sw_diag d;
-    if (sw_tokenizer_load_dir(SW_FIXTURES "/tiny-gpt2-fortunes", &tok, &d) < 0) {
+    if (sw_tokenizer_load_dir(SW_MODEL_DIR, &tok, &d) < 0) {
         fprintf(stderr, "tokenizer: %s\n", d.msg);
         return -1;
     }
@@ -414,10 +414,10 @@ static void test_fixture_model(void **state)
     (void)state;
     sw_gpt2 *m = NULL;
     sw_diag d;
-    assert_int_equal(sw_gpt2_load(SW_FIXTURES "/tiny-gpt2-fortunes", &m, &d), 0);
+    assert_int_equal(sw_gpt2_load(SW_MODEL_DIR, &m, &d), 0);
     sw_dataset *ds = NULL;
     assert_int_equal(
-        sw_dataset_load(SW_FIXTURES "/data/topic-test.jsonl", tok, m->cfg.n_positions, &ds, &d), 0);
+        sw_dataset_load(SW_DATA_DIR "/topic-test.jsonl", tok, m->cfg.n_positions, &ds, &d), 0);
     sw_eval_result r = run(m, ds, 8);
     assert_true(isfinite(r.loss) && r.loss > 0);
     assert_int_equal(r.tokens, ds->n_scored);

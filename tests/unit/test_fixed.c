@@ -205,7 +205,7 @@ static void test_round_trip_small_and_fixture(void **state)
     sw_gpt2_free(m);
     sw_gpt2 *fx = NULL;
     sw_diag d;
-    int rc = sw_gpt2_load(SW_FIXTURES "/tiny-gpt2-fortunes", &fx, &d);
+    int rc = sw_gpt2_load(SW_MODEL_DIR, &fx, &d);
     if (rc < 0) fail_msg("%s", d.msg);
     check_round_trip(fx);
     sw_gpt2_free(fx);

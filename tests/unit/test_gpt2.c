@@ -517,7 +517,7 @@ static void test_load_fixture(void **state)
     (void)state;
     sw_gpt2 *m;
     sw_diag d;
-    int rc = sw_gpt2_load(SW_FIXTURES "/tiny-gpt2-fortunes", &m, &d);
+    int rc = sw_gpt2_load(SW_MODEL_DIR, &m, &d);
     if (rc < 0) fail_msg("%s", d.msg);
     /* the fixture's README: 4 layers, 4 heads, C 128, 256 positions, tied, 7.26 M */
     assert_int_equal(m->cfg.n_layer, 4);

@@ -20,7 +20,7 @@
 #include "gpt2_config.h"
 #include "safetensors.h"
 
-#define FIXTURE_DIR SW_FIXTURES "/tiny-gpt2-fortunes"
+#define FIXTURE_DIR SW_MODEL_DIR
 
 static const char *base_keys =
     "\"n_embd\": 128, \"n_layer\": 4, \"n_head\": 4, \"n_positions\": 256, \"vocab_size\": 50257";

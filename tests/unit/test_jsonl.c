@@ -318,7 +318,7 @@ static void test_fixture_files(void **state)
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[1024];
-        snprintf(path, sizeof(path), "%s/data/%s", SW_FIXTURES, files[i].file);
+        snprintf(path, sizeof(path), "%s/%s", SW_DATA_DIR, files[i].file);
         sw_jsonl_reader *rd;
         sw_diag d;
         assert_int_equal(sw_jsonl_open(path, &rd, &d), 0);

@@ -29,9 +29,9 @@
 #include "trainer.h"
 #include "update.h"
 
-#define FIXTURE_MODEL SW_FIXTURES "/tiny-gpt2-fortunes"
-#define TOPIC_TRAIN SW_FIXTURES "/data/topic-train.jsonl"
-#define TASK_TRAIN SW_FIXTURES "/data/task-train.jsonl"
+#define FIXTURE_MODEL SW_MODEL_DIR
+#define TOPIC_TRAIN SW_DATA_DIR "/topic-train.jsonl"
+#define TASK_TRAIN SW_DATA_DIR "/task-train.jsonl"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 

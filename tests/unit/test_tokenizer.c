@@ -20,7 +20,7 @@
 #include "fileio.h"
 #include "tokenizer.h"
 
-#define TT_MODEL SW_FIXTURES "/tiny-gpt2-fortunes"
+#define TT_MODEL SW_MODEL_DIR
 
 static sw_tokenizer *tt_fixture(void)
 {
@@ -598,7 +598,7 @@ static void test_threads_share_a_tokenizer(void **state)
     char *text;
     size_t len;
     sw_diag d;
-    assert_int_equal(sw_file_read(SW_FIXTURES "/data/task-test.jsonl", 1 << 24, &text, &len, &d),
+    assert_int_equal(sw_file_read(SW_DATA_DIR "/task-test.jsonl", 1 << 24, &text, &len, &d),
                      0);
     sw_tokens want = {0};
     assert_int_equal(sw_tokenizer_encode(tok, text, len, &want), 0);

@@ -25,8 +25,8 @@
 #include "trainer.h"
 #include "update.h"
 
-#define FIXTURE_MODEL SW_FIXTURES "/tiny-gpt2-fortunes"
-#define TOPIC_TRAIN SW_FIXTURES "/data/topic-train.jsonl"
+#define FIXTURE_MODEL SW_MODEL_DIR
+#define TOPIC_TRAIN SW_DATA_DIR "/topic-train.jsonl"
 
 static sw_dataset *load_data(const char *path, int max_tokens)
 {
