@@ -17,10 +17,13 @@ setup() { # dir, extra meson args...
     fi
 }
 
-# The tokenizer's reference check runs the npm package gpt-3-encoder.
-if [ ! -f build/npm/node_modules/gpt-3-encoder/Encoder.js ]; then
+# The tokenizer's reference check runs the npm package gpt-3-encoder, at the
+# version and checksum tests/npm/package-lock.json pins (npm ci installs exactly that).
+if ! cmp -s tests/npm/package-lock.json build/npm/package-lock.json ||
+    [ ! -f build/npm/node_modules/gpt-3-encoder/Encoder.js ]; then
     mkdir -p build/npm
-    npm install --silent --no-audit --no-fund --prefix build/npm gpt-3-encoder@1.1.4 >/dev/null
+    cp tests/npm/package.json tests/npm/package-lock.json build/npm/
+    npm ci --silent --no-audit --no-fund --prefix build/npm >/dev/null
 fi
 
 setup build

@@ -32,8 +32,8 @@ SOURCE = os.path.realpath(nu.SOURCE)
 ROOT_NAMES = r"(?:SOURCE|SRC|SOURCE_ROOT|SW_SOURCE_ROOT|ROOT|REPO|source_root\(\)|" \
              r"project_source_root\(\)|global_source_root\(\))"
 # A run of separate '..' components: "..", ".." or '..' / '..'.
-DOTDOT_RUN = re.compile(r"""(?P<anchor>%s\s*[,/]\s*)?(?P<run>(["'])\.\.\3(?:\s*[,/]\s*(["'])\.\.\4)*)"""
-                        % ROOT_NAMES)
+DOTDOT_RUN = re.compile(r"""(?P<anchor>%s\s*[,/]\s*)?"""
+                        r"""(?P<run>(["'])\.\.\3(?:\s*[,/]\s*(["'])\.\.\4)*)""" % ROOT_NAMES)
 # A relative path inside one literal or one ini value: ../x, ../../x, ...
 DOTDOT_PATH = re.compile(r"""(?:^|[\s"'=(:,;])(?P<path>(?:\.\.(?:/|(?![\w.-])))+)""")
 ABSOLUTE = re.compile(r"""(?<![\w.$}])/(?:work|home|root|Users|mnt|srv|media|opt/[\w-]*swarm)/""")

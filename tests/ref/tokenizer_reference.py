@@ -3,8 +3,9 @@
 $SW_BUILD_ROOT/tests/tok_batch) against two independent encoders:
 
   1. the npm package gpt-3-encoder 1.1.4 (JavaScript), run with node over the
-     whole corpus in one process; install it with
-         npm install --prefix "$SW_BUILD_ROOT/npm" gpt-3-encoder@1.1.4
+     whole corpus in one process; tests/run.sh installs the version and
+     checksum tests/npm/package-lock.json pins:
+         cp tests/npm/package*.json "$SW_BUILD_ROOT/npm/" && npm ci --prefix "$SW_BUILD_ROOT/npm"
   2. a Python transcription of OpenAI's GPT-2 encoder.py (below), using
      Debian's python3-regex as GPT-2 does.
 
@@ -372,7 +373,8 @@ def main():
     model = os.environ.get("SW_MODEL_DIR")
     data = os.environ.get("SW_DATA_DIR")
     if not build or not model or not data:
-        sys.exit("tokenizer_reference: set SW_BUILD_ROOT, SW_MODEL_DIR and SW_DATA_DIR (meson test does)")
+        sys.exit("tokenizer_reference: set SW_BUILD_ROOT, SW_MODEL_DIR and SW_DATA_DIR "
+                 "(meson test does)")
     tok_batch = os.path.join(build, "tests", "tok_batch")
     npm_root = os.path.join(build, "npm")
     js_mod = os.path.join(npm_root, "node_modules", "gpt-3-encoder")
@@ -383,7 +385,8 @@ def main():
         sys.exit("tokenizer_reference: FAIL: node is not installed (the JS reference needs it)")
     if not os.path.isfile(os.path.join(js_mod, "Encoder.js")):
         sys.exit("tokenizer_reference: FAIL: the reference encoder is missing at %s; install it "
-                 "with:\n  npm install --prefix \"%s\" gpt-3-encoder@1.1.4" % (js_mod, npm_root))
+                 "with:\n  cp tests/npm/package*.json \"%s\" && npm ci --prefix \"%s\""
+                 % (js_mod, npm_root, npm_root))
     with open(os.path.join(js_mod, "package.json")) as f:
         js_version = json.load(f)["version"]
     if js_version != "1.1.4":
