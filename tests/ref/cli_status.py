@@ -21,7 +21,9 @@ import json
 import math
 import os
 import shutil
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,44 @@ NO_DAEMON = ("no daemon at {}: is swarmd running? (see `systemctl status swarmd`
              "or pass --control PATH / --state-dir DIR)")
 
 _fakes = []
+START_WAIT = 30  # seconds for nngcat to listen (a bound for a loaded machine, not a pace)
+
+
+def sp_answers(path):
+    """True when an nng socket listens on the unix socket path and answers
+    the SP handshake (the greeting a REQ0 peer sends).  Closing a connection
+    before the greeting would leave nngcat's REP socket deaf to the next
+    client (nng-utils 1.5.2), so the probe greets it properly."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.connect(path)
+        s.sendall(b"\x00SP\x00\x00\x30\x00\x00")  # SP header: protocol REQ0 (0x30)
+        hdr = b""
+        while len(hdr) < 8:
+            chunk = s.recv(8 - len(hdr))
+            if not chunk:
+                return False
+            hdr += chunk
+        return hdr[:4] == b"\x00SP\x00"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def read_until(p, pred, timeout):
+    """Reads p.stdout (a pipe) until pred(everything read) holds or timeout
+    seconds pass; returns what was read."""
+    data, t_end = b"", time.monotonic() + timeout
+    while not pred(data) and time.monotonic() < t_end:
+        ready, _, _ = select.select([p.stdout], [], [], 0.1)
+        if ready:
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
 
 
 def run(*args, timeout=20):
@@ -105,11 +145,9 @@ class FakeDaemon:
         if record:
             out.close()
         _fakes.append(self)
-        deadline = time.time() + 10
-        while not os.path.exists(path) and self.proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.1)  # nng binds, then listens: leave it the moment between
-        if self.proc.poll() is not None or not os.path.exists(path):
+        # nng creates the socket file, then listens: wait until it answers
+        if not nu.wait_until(lambda: os.path.exists(path) and sp_answers(path), START_WAIT,
+                             every=0.02, alive=(self.proc,)):
             raise RuntimeError(f"nngcat did not start listening on {path}")
 
     def requests(self):
@@ -573,39 +611,43 @@ def test_watch(tmp):
           "every 0.1 s" in tty, "watch on a tty: cleared and redrawn twice, with a header",
           tty[:300])
 
-    # Ctrl-C ends it with exit 0, between snapshots and while waiting for a reply
+    # Ctrl-C ends it with exit 0, between snapshots (once two have been
+    # printed) and while waiting for a reply (once the request has arrived)
     p = subprocess.Popen([SWARMCTL, "status", "--control", sock, "--watch", "--interval-ms",
                           "200"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    time.sleep(0.8)
+    first = read_until(p, lambda d: d.count(b"# Node") >= 2, 30)
     p.send_signal(signal.SIGINT)
     try:
-        out, err = p.communicate(timeout=5)
+        out, err = p.communicate(timeout=30)
         rc = p.returncode
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
         rc = None
+    out = first + out
     check(rc == 0 and out.decode().count("# Node") >= 2,
           f"watch: Ctrl-C exits 0 (rc {rc}, {out.decode().count('# Node')} snapshots)",
           err.decode())
     fake.stop()
-    mute = FakeDaemon(os.path.join(tmp, "mutew.sock"), None)
+    mute = FakeDaemon(os.path.join(tmp, "mutew.sock"), None, record=True)
     p = subprocess.Popen([SWARMCTL, "status", "--control", mute.path, "--watch",
                           "--timeout-ms", "20000"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.5)
-    t0 = time.time()
+    asked = nu.wait_until(lambda: mute.requests(), 30, every=0.05, alive=(p, mute.proc))
+    t0 = time.monotonic()
     p.send_signal(signal.SIGINT)
     try:
-        p.communicate(timeout=5)
+        p.communicate(timeout=30)
         rc = p.returncode
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
         rc = None
-    check(rc == 0 and time.time() - t0 < 3, f"watch: Ctrl-C during a request exits 0 at once "
-          f"(rc {rc})")
+    dt = time.monotonic() - t0
+    # "at once": well inside the 20 s the request would otherwise wait
+    check(asked and rc == 0 and dt < 5, f"watch: Ctrl-C during a request exits 0 at once "
+          f"(rc {rc}, {dt:.2f} s after the signal)")
     mute.stop()
 
     # failures: none at first -> exit 1 at once; the daemon going away later -> retried, exit 1
@@ -676,8 +718,9 @@ def test_verbs_fake(tmp):
         out = p.stdout.decode()
         check(p.returncode == 0 and out.count("\n") == 1 and json.loads(out) == reply,
               f"{what} --json: the reply as received, one line", out + p.stderr.decode())
-        time.sleep(0.05)
-        reqs = fake.requests()
+        # nngcat prints a request as it answers it: wait for the second line
+        reqs = nu.wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(fake.requests()),
+                             10, every=0.02) or fake.requests()
         check(reqs == [want_req, want_req], f"{what}: sends {json.dumps(want_req)}", reqs)
         fake.stop()
 
@@ -772,4 +815,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nu.run_test(main))

@@ -20,7 +20,9 @@ same run id, alone), and D differs in lr (another run).  Then:
     joins A; A sees C alive and C sees A alive;
   - leave C: C exits 0 and A shows it left; then asking C fails with exit 1
     and the "no daemon" message; a usage error exits 2.
-Every wait is bounded; every daemon is killed at exit (nodeutil).
+Every wait is bounded (deadlines for a loaded machine) and watches the
+daemons it depends on, so one that dies fails the test at once with its last
+log lines; every daemon is killed at exit (nodeutil).
 """
 import json
 import math
@@ -68,7 +70,8 @@ def main():
     cfg_a = nu.swarm_config(os.path.join(root, "a", "state"), data=shards[0], **TRAIN)
     a = nu.Node(os.path.join(root, "a"), cfg_a)
     a.start(until_done=False)
-    if not check(nu.wait_until(lambda: st(a), 60), "A answers swarmctl status", a.log_text(20)):
+    if not check(nu.wait_until(lambda: st(a), 120, alive=(a,)), "A answers swarmctl status",
+                 a.log_text(20)):
         return nu.finish("cli_verbs", t0)
     boot = nu.sync_addr(cfg_a)
 
@@ -86,7 +89,7 @@ def main():
     for n in (b, c, d):
         n.start(until_done=False)
     sts = nu.wait_until(lambda: (lambda x: x if all(x) else None)([st(n) for n in (a, b, c, d)]),
-                        60)
+                        120, alive=(a, b, c, d))
     if not check(sts is not None, "B, C and D answer swarmctl status",
                  "\n".join(n.log_text(10) for n in (b, c, d))):
         return nu.finish("cli_verbs", t0)
@@ -96,7 +99,8 @@ def main():
           "C founds a run with A's run id, alone", (sc["node"]["run_id"], sc["peers"]))
     check(sd["node"]["run_id"] != sa["node"]["run_id"], "D's run id differs (another lr)")
     ok = nu.wait_until(lambda: peer_state(a, idb) == "alive" and peer_state(b, ida) == "alive" and
-                       st(a)["model"]["version_vector"].get(idb, 0) > 0, 60)
+                       (st(a) or {"model": {"version_vector": {}}})["model"]["version_vector"]
+                       .get(idb, 0) > 0, 120, alive=(a, b, c, d))
     if not check(ok, "A and B see each other alive, and B's updates reach A",
                  a.log_text(10) + "\n" + b.log_text(10)):
         return nu.finish("cli_verbs", t0)
@@ -111,14 +115,22 @@ def main():
     rc, out, err = ctl("pause", "--state-dir", a.state_dir)
     check(rc == 0 and out == "paused: the node keeps syncing and serving; `swarmctl resume` "
           "restarts training\n", "pause A: exit 0, one line", out + err)
-    time.sleep(1.0)  # a step in flight may still finish
+
+    # checkpoint A.  The trainer thread runs it after the step that may have
+    # been in flight when the pause came, and makes no step after that: from
+    # its answer on, A's step must not move (however slow the machine).
+    rc, out, err = ctl("checkpoint", "--state-dir", a.state_dir, "--json")
+    ck = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and ck.get("ok") is True and os.path.exists(ck.get("path", "")),
+          f"checkpoint A: exit 0, the reported path exists ({ck.get('updates')} updates)",
+          out + err)
     s1 = st(a)
     rc, out, _ = ctl("status", "--state-dir", a.state_dir)
     check(s1["node"]["state"] == "paused" and "state:paused" in out.splitlines(),
           "status of A says paused (json and human)", s1["node"]["state"])
     vb1, ap1 = s1["model"]["version_vector"].get(idb, 0), s1["net"]["updates_applied"]
-    s2 = nu.wait_until(lambda: (lambda x: x if x["model"]["version_vector"].get(idb, 0) >= vb1 + 3
-                                else None)(st(a)), 30)
+    s2 = nu.wait_until(lambda: (lambda x: x if x and x["model"]["version_vector"].get(idb, 0)
+                                >= vb1 + 3 else None)(st(a)), 90, alive=(a, b))
     if check(s2 is not None, "B's updates are still applied on paused A",
              (vb1, st(a)["model"]["version_vector"])):
         check(s2["node"]["step"] == s1["node"]["step"] and
@@ -128,12 +140,6 @@ def main():
         check(s2["net"]["updates_applied"] > ap1, "A's net.updates_applied grows while paused",
               (ap1, s2["net"]["updates_applied"]))
 
-    # checkpoint A
-    rc, out, err = ctl("checkpoint", "--state-dir", a.state_dir, "--json")
-    ck = json.loads(out) if rc == 0 else {}
-    check(rc == 0 and ck.get("ok") is True and os.path.exists(ck.get("path", "")),
-          f"checkpoint A: exit 0, the reported path exists ({ck.get('updates')} updates)",
-          out + err)
     rc, out, err = ctl("checkpoint", "--state-dir", a.state_dir)
     check(rc == 0 and out.startswith("checkpoint of ") and ": /" in out,
           "checkpoint A (human): one line with the path", out + err)
@@ -141,13 +147,14 @@ def main():
     # pause B too, so the model stops changing; wait until A and B agree
     rc, out, err = ctl("pause", "--state-dir", b.state_dir)
     check(rc == 0, "pause B: exit 0", err)
-    conv = nu.wait_until(lambda: nu.converged([a.state_dir, b.state_dir]), 60, every=0.5)
+    conv = nu.wait_until(lambda: nu.converged([a.state_dir, b.state_dir]), 120, every=0.5,
+                         alive=(a, b))
     if not check(conv is not None, "paused A and B reach one version vector",
                  [st(n)["model"] for n in (a, b)]):
         return nu.finish("cli_verbs", t0)
     human = nu.wait_until(lambda: (lambda o: o if "agreement:yes, 1 of 1 peer at the same "
                                    "version vector reports the same digest" in o else None)(
-        ctl("status", "--state-dir", a.state_dir)[1]), 20)
+        ctl("status", "--state-dir", a.state_dir)[1]), 60, alive=(a, b))
     check(human is not None, "status of A: agreement yes, in words",
           ctl("status", "--state-dir", a.state_dir)[1])
 
@@ -217,8 +224,8 @@ def main():
     check(rc == 0 and out == "training: the node makes updates again\n",
           "resume A: exit 0, one line", out + err)
     check(ctl("resume", "--state-dir", b.state_dir)[0] == 0, "resume B: exit 0")
-    grew = nu.wait_until(lambda: (lambda x: x if x["node"]["step"] >= step_paused + 2 else None)(
-        st(a)), 30)
+    grew = nu.wait_until(lambda: (lambda x: x if x and x["node"]["step"] >= step_paused + 2
+                                  else None)(st(a)), 90, alive=(a, b))
     check(grew is not None and grew["node"]["state"] == "training",
           f"A's step grows again after resume (from {step_paused})", st(a)["node"])
 
@@ -232,7 +239,7 @@ def main():
     check(rc == 0 and out.startswith(f"joined {boot}: the swarm has "),
           "join C -> A: exit 0, one line", out + err)
     ok = nu.wait_until(lambda: peer_state(a, idc) == "alive" and peer_state(c, ida) == "alive",
-                       30)
+                       60, alive=(a, c))
     check(ok, "A sees C alive and C sees A alive",
           ([(p["id"][:12], p["state"]) for p in st(a)["peers"]],
            [(p["id"][:12], p["state"]) for p in st(c)["peers"]]))
@@ -241,7 +248,7 @@ def main():
     rc, out, err = ctl("leave", "--state-dir", c.state_dir)
     check(rc == 0 and out.startswith("leaving: "), "leave C: exit 0, one line", out + err)
     check(c.wait(60) == 0, "C exits 0 after leave", c.log_text(15))
-    ok = nu.wait_until(lambda: peer_state(a, idc) == "left", 30)
+    ok = nu.wait_until(lambda: peer_state(a, idc) == "left", 60, alive=(a,))
     check(ok, "A shows C as left", [(p["id"][:12], p["state"]) for p in st(a)["peers"]])
 
     # failures: no daemon (exit 1, the message), usage (exit 2)
@@ -262,4 +269,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nu.run_test(main))

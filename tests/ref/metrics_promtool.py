@@ -211,6 +211,34 @@ def promtool(text, what):
           f"exit {p.returncode}\n{out}")
 
 
+def value_differences(got, want, counters_at_most, skip):
+    """The samples of got (normalised) whose value is not the status's (want)."""
+    bad = []
+    for key, v in want.items():
+        name = key[0]
+        if key not in got or name in skip:
+            continue
+        raw = got[key]
+        monotonic = name.endswith("_total") or name == "swarmd_uptime_seconds"
+        if counters_at_most and monotonic and is_num(v) and float(raw) <= v:
+            continue
+        if not same(raw, v):
+            bad.append(f"{name}{dict(key[1])}: {raw} != {v!r}")
+    return bad
+
+
+def differences(text, st, counters_at_most, skip):
+    """Why the exposition text is not (yet) the status st, [] when it is."""
+    try:
+        got = normalise(parse(text)[1])
+    except (ValueError, KeyError, IndexError) as e:
+        return [f"does not parse: {e}"]
+    want, _ = expected(st)
+    return ([f"missing {k}" for k in want if k not in got] +
+            [f"unexpected {k}" for k in got if k not in want] +
+            value_differences(got, want, counters_at_most, skip))
+
+
 def compare(text, st, what, counters_at_most=False, skip=()):
     """Every sample of text against status st.  counters_at_most: text was
     scraped before st was taken, so counters and uptime may be lower."""
@@ -228,17 +256,7 @@ def compare(text, st, what, counters_at_most=False, skip=()):
     extra = [k for k in got if k not in want]
     check(not missing and not extra, f"{what}: {len(got)} samples, one per status field",
           f"missing {missing}\nunexpected {extra}")
-    bad = []
-    for key, v in want.items():
-        name = key[0]
-        if key not in got or name in skip:
-            continue
-        raw = got[key]
-        monotonic = name.endswith("_total") or name == "swarmd_uptime_seconds"
-        if counters_at_most and monotonic and is_num(v) and float(raw) <= v:
-            continue
-        if not same(raw, v):
-            bad.append(f"{name}{dict(key[1])}: {raw} != {v!r}")
+    bad = value_differences(got, want, counters_at_most, skip)
     check(not bad, f"{what}: every value equals its status field", "\n".join(bad))
     le = [l for l in text.splitlines() if "_bucket{" in l]
     check(all(re.search(r'le="(\+Inf|[0-9.e+-]+)"', l) for l in le) and
@@ -311,8 +329,16 @@ def http(url, method="GET"):
         return e.code, e.headers.get("Content-Type"), e.read().decode("utf-8", "replace")
 
 
+LIVE_SKIP = ("swarmd_steps_per_second",)
+
+
 def live(node, name):
-    """Scrapes the node's endpoint and compares with a status taken after."""
+    """Scrapes the node's endpoint and compares with a status taken after.
+
+    The endpoint serves what the loop published last (once a second): scrape
+    and status are taken again until they agree (a bounded wait: however slow
+    the machine, the published state catches up with the settled one), and
+    that pair is checked."""
     url = metrics_url(node)
     if not check(url is not None,
                  f"{name}: swarmd logs msg=\"metrics listening\" url=... ([node] metrics)",
@@ -320,16 +346,27 @@ def live(node, name):
         return None
     check(url.startswith("http://127.0.0.1:") and url.endswith("/metrics"),
           f"{name}: the URL names the bound port ({url})")
-    code, ctype, text = http(url)
-    _, st = status_text(node.state_dir)
+    tries = []
+
+    def scraped():
+        try:
+            code, ctype, text = http(url)
+        except OSError as e:
+            code, ctype, text = None, None, repr(e)
+        _, st = status_text(node.state_dir)
+        tries.append((code, ctype, text, st))
+        return code == 200 and st is not None and not differences(text, st, True, LIVE_SKIP)
+    agreed = nu.wait_until(scraped, 60, every=0.5, alive=(node,))
+    code, ctype, text, st = tries[-1]
+    print(f"      {name}: scrape and status agreed after {len(tries)} scrape(s)"
+          if agreed else f"      {name}: scrape and status still differ after {len(tries)} scrapes")
     if not check(code == 200 and st is not None, f"{name}: GET {url} answers 200",
                  f"{code} {text[:500]}"):
         return None
     check(ctype == CONTENT_TYPE, f"{name}: Content-Type: {CONTENT_TYPE}", ctype)
     promtool(text, f"{name} live")
     # scraped up to a second before the status (published once a second)
-    compare(text, st, f"{name} live", counters_at_most=True,
-            skip=("swarmd_steps_per_second",))
+    compare(text, st, f"{name} live", counters_at_most=True, skip=LIVE_SKIP)
     base = url[:-len("/metrics")]
     check(http(base + "/other")[0] == 404, f"{name}: GET /other answers 404")
     check(http(url, "POST")[0] == 405, f"{name}: POST /metrics answers 405")
@@ -352,7 +389,7 @@ def main():
     a = nu.Node(os.path.join(root, "a"), a_cfg)
     a.start(until_done=False)
     saved = []  # (label, path to the status JSON as swarmctl printed it)
-    early = nu.wait_until(lambda: status_text(a.state_dir)[0], 60, every=0.1)
+    early = nu.wait_until(lambda: status_text(a.state_dir)[0], 120, every=0.1, alive=(a,))
     if not check(early is not None, "the founder answers swarmctl status", a.log_text(20)):
         return nu.finish("metrics_promtool", t0)
     path = os.path.join(root, "status-early.json")
@@ -370,7 +407,7 @@ def main():
     nodes = [a, b]
     dirs = [n.state_dir for n in nodes]
     sts = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                 else None)(nu.converged(dirs)), 120, every=0.5)
+                                 else None)(nu.converged(dirs)), 240, every=0.5, alive=nodes)
     if not check(sts is not None, "two nodes train to max_steps and converge",
                  "\n\n".join(n.log_text(15) for n in nodes)):
         return nu.finish("metrics_promtool", t0)
@@ -378,7 +415,8 @@ def main():
     # heartbeat old): wait until each node has heard the other's final one.
     agreed = nu.wait_until(lambda: all(((s or {}).get("swarm") or {}).get("agreement", {})
                                        .get("agree") is True
-                                       for s in (nu.status(d) for d in dirs)), 30, every=0.25)
+                                       for s in (nu.status(d) for d in dirs)), 60, every=0.25,
+                           alive=nodes)
     check(agreed, "both nodes report agreement with the other's announced digest")
     for n, name in zip(nodes, ("founder", "joiner")):
         text, _ = status_text(n.state_dir)
@@ -410,9 +448,6 @@ def main():
         check(ag.get("agree") is True and "swarmd_digest_agreement 1\n" in render(path),
               f"{what}: digest agreement 1 (the replicas agree)", ag)
 
-    # The endpoint serves what the loop published last (once a second): let it
-    # catch up with the settled, converged state before comparing.
-    time.sleep(2.0)
     for n, name in zip(nodes, ("founder", "joiner")):
         text = live(n, name)
         if text:
@@ -429,4 +464,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nu.run_test(main))

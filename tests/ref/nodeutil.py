@@ -7,11 +7,19 @@ with `swarmctl model export` and scores them with `swarmctl model eval --json`.
 
 Every wait is bounded and every child is registered, so a test that fails,
 times out or is itself killed by `meson test` (SIGTERM) leaves no daemon behind.
+
+Waits may name the processes they depend on (`alive=`): when one of those has
+exited, the wait ends at once with `Exited` (naming it, with its exit status
+and last log lines) instead of running to its deadline.  `run_test(main)`
+turns that into one FAIL and the summary line.  Deadlines are generous (the
+suite must pass while a second copy of it runs on the same two cores); they
+bound a failure, they do not pace a passing test.
 """
 import atexit
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -95,6 +103,31 @@ def require_binaries(*paths):
     return not missing
 
 
+class Exited(Exception):
+    """A process a wait depended on has exited.
+
+    who: its name; rc: its exit status; log: its last log lines."""
+
+    def __init__(self, who, rc, log):
+        self.who, self.rc, self.log = who, rc, log
+        how = (f"was killed by signal {-rc}" if isinstance(rc, int) and rc < 0 else
+               f"exited with status {rc}" if isinstance(rc, int) else rc)
+        self.what = f"{who} {how} while the test waited on it"
+        super().__init__(f"{self.what}; its last log lines:\n{log}")
+
+
+def run_test(main):
+    """`sys.exit(nu.run_test(main))`: main()'s exit code, or 1 with one FAIL
+    (naming the process and showing its last log lines) when a wait found a
+    process it depended on gone."""
+    try:
+        return main()
+    except Exited as e:
+        check(False, e.what, e.log)
+        print(f"{passed} passed, {failed} failed")
+        return 1
+
+
 def finish(name, t0):
     print(f"{name}: {time.time() - t0:.1f} s")
     print(f"{passed} passed, {failed} failed")
@@ -159,8 +192,9 @@ def write_config(path, cfg):
 class Node:
     """One swarmd process tree rooted at `root` (config, log, state dir)."""
 
-    def __init__(self, root, cfg):
+    def __init__(self, root, cfg, name=None):
         self.root = root
+        self.name = name or os.path.basename(root.rstrip("/"))
         os.makedirs(root, exist_ok=True)
         self.cfg = cfg
         self.state_dir = cfg["node"]["state_dir"]
@@ -169,11 +203,16 @@ class Node:
         self.proc = None
         self.starts = 0
         self.log_offset = 0  # where the current start's lines begin in the log
+        self.start_offset = 0  # where the current start's output begins in the log
+        self.until_done = True
+        self.rebinds = 0
 
     def start(self, until_done=True):
         assert self.proc is None or self.proc.poll() is not None
+        self.until_done = until_done
         args = [SWARMD, "--config", self.config] + (["--until-done"] if until_done else [])
         logf = open(self.log, "ab")
+        self.start_offset = logf.tell()
         logf.write(f"### start {self.starts}: {' '.join(args)}\n".encode())
         logf.flush()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
@@ -218,6 +257,65 @@ class Node:
         except OSError:
             return ""
         return "\n".join(lines[-last:] if last else lines)
+
+    def exited(self):
+        """The exit status of the current start once it has ended (None while
+        it runs; "was never started" before the first start)."""
+        if self.proc is None:
+            return "was never started"
+        return self.proc.poll()
+
+    def rebind(self):
+        """After a start that failed because a port free_port() had picked was
+        taken in the meantime (the time-of-check race): new ports for the
+        [node] addresses with a fixed port, the config rewritten, started
+        again.  At most 3 times per node; False when this was not the cause."""
+        if self.proc is None or self.proc.poll() in (None, 0) or self.rebinds >= 3:
+            return False
+        try:
+            with open(self.log, "r", errors="replace") as f:
+                f.seek(self.start_offset)
+                mine = f.read()
+        except OSError:
+            return False
+        if "address in use" not in mine:
+            return False
+        node = self.cfg["node"]
+        changed = []
+        for key in ("listen", "sync", "metrics"):
+            v = node.get(key, "")
+            m = re.fullmatch(r"(tcp://)?127\.0\.0\.1:([1-9][0-9]*)", str(v))
+            if m:
+                node[key] = f"{m.group(1) or ''}127.0.0.1:{free_port()}"
+                changed.append(f"{key} {v} -> {node[key]}")
+        if not changed:
+            return False
+        self._forget()
+        self.rebinds += 1
+        write_config(self.config, self.cfg)
+        print(f"note  {self.name}: a port was taken between free_port() and the bind "
+              f"({'; '.join(changed)}): started again", flush=True)
+        self.start(self.until_done)
+        return True
+
+
+def _who(x):
+    """(name, exit status or None while running, last log lines) of a Node or Popen."""
+    if isinstance(x, Node):
+        return x.name, x.exited(), x.log_text(20)
+    return " ".join(map(str, x.args))[:80] if hasattr(x, "args") else repr(x), x.poll(), ""
+
+
+def check_alive(alive):
+    """Raises Exited for the first of `alive` (Nodes or Popen objects) whose
+    process has ended; a Node that lost a port race is restarted instead."""
+    for x in alive:
+        who, rc, log = _who(x)
+        if rc is None:
+            continue
+        if isinstance(x, Node) and x.rebind():
+            continue
+        raise Exited(who, rc, log)
 
 
 def swarmctl(*args, timeout=300):
@@ -298,11 +396,23 @@ def copy_state(src, dst):
 
 
 def free_port():
-    """A TCP port free on 127.0.0.1 right now (the kernel's pick)."""
+    """A TCP port free on 127.0.0.1 right now (the kernel's pick).  Someone
+    else may take it before the daemon binds it: a Node whose start fails
+    that way is given new ports by the waits that watch it (Node.rebind)."""
     import socket
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def dead_port():
+    """(socket, port): a TCP port on 127.0.0.1 that refuses every connection
+    for as long as the socket stays open (bound, never listening, so nobody
+    else can bind it either).  Close the socket when done."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
 
 
 def swarm_config(state_dir, bootstrap="", data=None, **train):
@@ -352,15 +462,27 @@ def shard(src, n, out_dir):
     return paths
 
 
-def wait_until(pred, timeout, every=0.25):
-    """Polls pred() until it returns a truthy value (returned) or timeout (None)."""
+def wait_until(pred, timeout, every=0.25, alive=()):
+    """Polls pred() until it returns a truthy value (returned) or timeout
+    seconds pass (None).  alive: the Nodes (or Popen objects) that must keep
+    running meanwhile; when one has exited, pred() gets one last look (the
+    process may have made it true on its way out) and then Exited is raised
+    at once, naming it with its last log lines."""
     t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
+    while True:
         v = pred()
         if v:
             return v
+        try:
+            check_alive(alive)
+        except Exited:
+            v = pred()
+            if v:
+                return v
+            raise
+        if time.monotonic() >= t_end:
+            return None
         time.sleep(every)
-    return None
 
 
 def converged(state_dirs):

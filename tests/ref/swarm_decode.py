@@ -56,10 +56,11 @@ def parse_hex_lines(text):
     return msgs
 
 
-def capture(url, run_id, min_s, min_batches, max_s):
+def capture(url, run_id, min_s, min_batches, max_s, alive=()):
     """Messages published at url (nngcat --sub, which flushes every message):
     at least min_s seconds and until min_batches batches arrived, at most
-    max_s seconds; nngcat is then stopped with SIGTERM."""
+    max_s seconds (nodeutil.Exited at once if a process of alive exits);
+    nngcat is then stopped with SIGTERM."""
     p = subprocess.Popen([NNGCAT, "--sub", "--dial", url, "--subscribe", "", "--hex",
                           "--count", "5000"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -73,6 +74,7 @@ def capture(url, run_id, min_s, min_batches, max_s):
                 break
             ready, _, _ = select.select([p.stdout], [], [], 0.2)
             if not ready:
+                nu.check_alive(alive)
                 continue
             chunk = os.read(p.stdout.fileno(), 1 << 16)
             if not chunk:
@@ -108,7 +110,8 @@ def main():
     fcfg["node"].update({"batch_max_ms": 60000, "max_staleness": 1000000})
     founder = nu.Node(os.path.join(root, "f"), fcfg)
     founder.start(until_done=False)
-    if not check(nu.wait_until(lambda: nu.status(founder.state_dir), 60) is not None,
+    if not check(nu.wait_until(lambda: nu.status(founder.state_dir), 120,
+                               alive=(founder,)) is not None,
                  "founder answers status", founder.log_text(30)):
         return nu.finish("swarm_decode", t0)
     jcfg = nu.swarm_config(os.path.join(root, "j", "state"), bootstrap=nu.sync_addr(fcfg),
@@ -127,15 +130,16 @@ def main():
           f"run id = BLAKE2b-256(runspec.json) = status run_id {run_id.hex()[:16]}")
     jst = nu.wait_until(lambda: (lambda s: s if s and fst["node"]["id"] in
                                  s["model"]["version_vector"] else None)(nu.status(joiner.state_dir)),
-                        60, every=0.3)
+                        120, every=0.3, alive=(founder, joiner))
     if not check(jst is not None, "the joiner joins and holds founder updates", joiner.log_text(20)):
         return nu.finish("swarm_decode", t0)
     jid = jst["node"]["id"]
     nu.wait_until(lambda: (lambda s: s and jid in s["model"]["version_vector"])(
-        nu.status(founder.state_dir)), 30, every=0.3)
+        nu.status(founder.state_dir)), 60, every=0.3, alive=(founder, joiner))
 
     before = nu.status(founder.state_dir)
-    msgs, secs = capture(fst["node"]["pub_addr"], run_id, CAPTURE_S, 3, 40)
+    msgs, secs = capture(fst["node"]["pub_addr"], run_id, CAPTURE_S, 3, 120,
+                         alive=(founder, joiner))
     after = nu.status(founder.state_dir)
     print(f"      captured {len(msgs)} messages in {secs:.1f} s; founder step "
           f"{before['node']['step']} -> {after['node']['step']}")
@@ -233,4 +237,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nu.run_test(main))

@@ -48,10 +48,14 @@ import wireutil as wu  # noqa: E402
 
 NNGCAT = "/usr/bin/nngcat"
 MAX_SCALE = 1.0
-COUNTER_WAIT = 15  # seconds for a drop counter to move (loaded machine)
+COUNTER_WAIT = 45  # seconds for a drop counter to move (a loaded machine: a bound, not a pace)
+REQ_WAIT = 15  # seconds for the victim to answer one request
+# The daemons every wait depends on (victim and honest peer, once started):
+# if one dies, the wait fails at once with its last log lines.
+WATCH = []
 
 
-def nngcat_req(url, data, tmp, timeout=5):
+def nngcat_req(url, data, tmp, timeout=REQ_WAIT):
     """One REQ round trip with nngcat: the reply bytes, or None."""
     path = os.path.join(tmp, "req.bin")
     with open(path, "wb") as f:
@@ -75,7 +79,7 @@ def wait_counter(state_dir, reason, before, at_least=1):
     def grown():
         d = dropped(state_dir)
         return d[reason] if d and d[reason] >= before + at_least else None
-    return nu.wait_until(grown, COUNTER_WAIT, every=0.2)
+    return nu.wait_until(grown, COUNTER_WAIT, every=0.2, alive=WATCH)
 
 
 class Victim:
@@ -89,7 +93,7 @@ class Victim:
         def moved():
             st = nu.status(self.dir)
             return st if st and st["node"]["step"] > self.last_step else None
-        st = nu.wait_until(moved, 20, every=0.2)
+        st = nu.wait_until(moved, 60, every=0.2, alive=WATCH)
         ok = check(st is not None and st["node"]["state"] in ("training", "syncing"),
                    f"after {what}: victim answers status and trains (step "
                    f"{st['node']['step'] if st else '?'} > {self.last_step})",
@@ -154,7 +158,7 @@ def attack_sync(v, url, run_id, runspec, self_id, tmp):
     for reason, data, what in cases:
         replies = []
         if expect_drop(v, reason, lambda: replies.append(nngcat_req(url, data, tmp)), what):
-            if check(replies[0] is not None, f"{what}: an answer within 5 s"):
+            if check(replies[0] is not None, f"{what}: an answer within {REQ_WAIT} s"):
                 error_reply(replies[0], reason, what, "join" if "Hello" in what else "run")
     v.still_training("the sync attacks")
 
@@ -217,14 +221,17 @@ def attack_pubsub(v, sync_url, run_id, tmp):
     atk_id = wu.pk(atk)
     hexid = atk_id.hex()
     pub = wu.SpPub()
-    dead_sync = f"tcp://127.0.0.1:{nu.free_port()}"  # nothing listens there
+    # a port that refuses every connection while the attack lasts
+    dead_sock, dead_port = nu.dead_port()
+    dead_sync = f"tcp://127.0.0.1:{dead_port}"
     try:
         hello = wu.seal(atk, None, "hello", pb.Hello(pub_addr=pub.url, sync_addr=dead_sync),
                         join=True)
         reply = nngcat_req(sync_url, hello, tmp)
         check(reply is not None and wu.open_envelope(reply, run_id).kind == "welcome",
               "pub: the attacker's Hello (its own addresses) is welcomed")
-        if not check(pub.accept(15), f"pub: the victim subscribes to the attacker's {pub.url}"):
+        if not check(pub.accept(COUNTER_WAIT),
+                     f"pub: the victim subscribes to the attacker's {pub.url}"):
             return atk_id, None, None
 
         expect_drop(v, "malformed", lambda: pub.send(b"\x0a\xff\xff\xff" + b"\x00" * 60),
@@ -233,7 +240,7 @@ def attack_pubsub(v, sync_url, run_id, tmp):
         pub.send(announce(atk, run_id, 1000, pub.url, dead_sync))
         seen = nu.wait_until(lambda: next((p for p in (nu.status(v.dir) or {}).get("peers", [])
                                            if p["id"] == hexid and p["state"] == "alive"), None),
-                             COUNTER_WAIT, every=0.2)
+                             COUNTER_WAIT, every=0.2, alive=WATCH)
         check(seen is not None and sum(dropped(v.dir).values()) == sum(before.values()),
               "pub: the attacker's Announce seq 1000 is accepted (peer alive, nothing dropped)")
         expect_drop(v, "replay", lambda: pub.send(announce(atk, run_id, 999, pub.url, dead_sync)),
@@ -247,12 +254,21 @@ def attack_pubsub(v, sync_url, run_id, tmp):
                                    state=pb.NODE_STATE_DONE, step=0, loss=float("nan"),
                                    vv=[pb.VersionEntry(origin=os.urandom(32), count=1 << 40)]))
         pub.send(liar)
+        # The victim goes on training: its step grows (by 3, however long that
+        # takes here) and it says "training" (taken in, it would say "syncing").
         st_a = nu.status(v.dir)
-        time.sleep(2.0)
-        st_b = nu.status(v.dir)
-        check(st_a and st_b and st_b["node"]["state"] == "training" and
-              st_b["node"]["step"] > st_a["node"]["step"],
-              "pub: an Announce claiming 2^40 updates nobody serves leaves the victim training",
+        states = []
+
+        def grew():
+            st = nu.status(v.dir)
+            if st:
+                states.append(st["node"]["state"])
+            return st if st and st_a and st["node"]["step"] >= st_a["node"]["step"] + 3 else None
+        st_b = nu.wait_until(grew, COUNTER_WAIT, every=0.2, alive=WATCH)
+        check(st_a and st_b and st_b["node"]["state"] == "training",
+              "pub: an Announce claiming 2^40 updates nobody serves leaves the victim training "
+              f"(step {st_a and st_a['node']['step']} -> {st_b and st_b['node']['step']}; states "
+              f"seen {sorted(set(states))})",
               json.dumps([st_a and st_a["node"], st_b and st_b["node"]]))
         q = [((i * 37) % 255) - 127 for i in range(64)]
         q_bytes = [x & 0xff for x in q]
@@ -265,7 +281,8 @@ def attack_pubsub(v, sync_url, run_id, tmp):
         good = batch(atk, run_id, 0, 0.5, q_bytes)
         pub.send(good)
         held = nu.wait_until(lambda: (lambda s: s if s and s["model"]["version_vector"].get(hexid) == 64
-                                      else None)(nu.status(v.dir)), COUNTER_WAIT, every=0.2)
+                                      else None)(nu.status(v.dir)), COUNTER_WAIT, every=0.2,
+                             alive=WATCH)
         check(held is not None and held["net"]["updates_in"] >= st0["net"]["updates_in"] + 64,
               "pub: the attacker's valid 64-step batch is accepted (64 in the victim's version vector)",
               json.dumps(held["model"]["version_vector"] if held else None))
@@ -277,7 +294,7 @@ def attack_pubsub(v, sync_url, run_id, tmp):
         expect_drop(v, "equivocation", lambda: pub.send(evil),
                     "pub: the same steps with another q at step 5")
         ban = os.path.join(v.dir, "bans", hexid + ".json")
-        proof = nu.wait_until(lambda: os.path.exists(ban), 10)
+        proof = nu.wait_until(lambda: os.path.exists(ban), COUNTER_WAIT, alive=WATCH)
         try:
             pj = json.load(open(ban)) if proof else {}
         except ValueError:
@@ -323,6 +340,7 @@ def attack_pubsub(v, sync_url, run_id, tmp):
         return atk_id, q, 0.5
     finally:
         pub.close()
+        dead_sock.close()
 
 
 # ---------------------------------------------------------------- control socket
@@ -356,7 +374,8 @@ def main():
                            seed=1, **small)
     victim = nu.Node(os.path.join(root, "v"), vcfg)
     victim.start(until_done=False)
-    if not check(nu.wait_until(lambda: nu.status(victim.state_dir), 60) is not None,
+    WATCH.append(victim)
+    if not check(nu.wait_until(lambda: nu.status(victim.state_dir), 120, alive=WATCH) is not None,
                  "victim answers status", victim.log_text(30)):
         return nu.finish("swarm_hostile", t0)
     hcfg = nu.swarm_config(os.path.join(root, "h", "state"), bootstrap=nu.sync_addr(vcfg),
@@ -365,6 +384,7 @@ def main():
         hcfg["train"].pop(k)
     honest = nu.Node(os.path.join(root, "h"), hcfg)
     honest.start(until_done=False)
+    WATCH.append(honest)
 
     st = nu.status(victim.state_dir)
     self_id = bytes.fromhex(st["node"]["id"])
@@ -380,7 +400,7 @@ def main():
             return None
         n = sv["model"]["version_vector"].get(sh["node"]["id"], 0)
         return (sh["node"]["id"], n) if n > 0 else None
-    got = nu.wait_until(honest_in, 60, every=0.3)
+    got = nu.wait_until(honest_in, 120, every=0.3, alive=WATCH)
     if not check(got is not None, "the honest peer joins and the victim holds its updates",
                  honest.log_text(20)):
         return nu.finish("swarm_hostile", t0)
@@ -400,6 +420,7 @@ def main():
     print("      victim net.dropped: " + json.dumps({k: x for k, x in st["net"]["dropped"].items() if x}))
 
     # graceful stop, then the ledger
+    WATCH.clear()
     for n in (victim, honest):
         n.proc.terminate()
     for n in (victim, honest):
@@ -434,4 +455,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nu.run_test(main))

@@ -37,10 +37,10 @@ def main():
     founder = nu.Node(os.path.join(root, "a"), founder_cfg)
     founder.start(until_done=False)
     nodes.append(founder)
-    boot = nu.sync_addr(founder_cfg)
-    ok = nu.wait_until(lambda: nu.status(founder.state_dir) is not None, 60)
+    ok = nu.wait_until(lambda: nu.status(founder.state_dir) is not None, 120, alive=nodes)
     if not check(ok, "founder answers swarmctl status", founder.log_text(30)):
         return nu.finish("swarm_three", t0)
+    boot = nu.sync_addr(founder_cfg)  # after the wait: a lost port race rebinds it
     for i, name in enumerate(["b", "c"]):
         # joiners set only node-local keys: they adopt lr, max_steps, ... from the swarm
         cfg = nu.swarm_config(os.path.join(root, name, "state"), bootstrap=boot,
@@ -53,7 +53,7 @@ def main():
 
     dirs = [n.state_dir for n in nodes]
     sts = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                 else None)(nu.converged(dirs)), 240, every=0.5)
+                                 else None)(nu.converged(dirs)), 240, every=0.5, alive=nodes)
     if not check(sts is not None, "three nodes reach max_steps and one version vector",
                  "\n\n".join(n.log_text(15) for n in nodes)):
         return nu.finish("swarm_three", t0)
@@ -81,7 +81,7 @@ def main():
     nodes.append(late)
     dirs = [n.state_dir for n in nodes]
     sts = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                 else None)(nu.converged(dirs)), 240, every=0.5)
+                                 else None)(nu.converged(dirs)), 240, every=0.5, alive=nodes)
     if check(sts is not None, "a fourth node joins late, trains and all four converge",
              late.log_text(30)):
         check(len({s["model"]["digest"] for s in sts}) == 1, "the four digests agree")
@@ -132,4 +132,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nu.run_test(main))

@@ -1,6 +1,8 @@
 /*
  * net: real nng sockets on loopback TCP (port 0) and IPC in a temp dir, driven by a real
  * libuv loop whose async handle drains the events.  Every wait is bounded by a deadline.
+ * Addresses nobody may answer are ports the fixture holds bound but never listens on
+ * (fx_dead_url): refused for the whole test, and nobody else can take them meanwhile.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,6 +30,7 @@
 
 #define FX_MAX_NETS 4
 #define FX_MAX_HELD 64
+#define FX_MAX_DEAD (SWD_NET_REQ_SOCKETS_MAX + 8)
 
 typedef struct fx {
     uv_loop_t loop;
@@ -38,6 +43,8 @@ typedef struct fx {
     uint64_t held[FX_MAX_HELD];     /* request ids left unanswered (auto_reply off) */
     swd_net *held_net[FX_MAX_HELD];
     size_t n_held;
+    int dead_fd[FX_MAX_DEAD]; /* bound, never listening: see fx_dead_url */
+    size_t n_dead;
     char dir[64];
 } fx;
 
@@ -120,6 +127,8 @@ static int fx_teardown(void **state)
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
+    for (size_t i = 0; i < f->n_dead; i++)
+        close(f->dead_fd[i]);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
@@ -518,13 +527,33 @@ static void test_request_reply(void **state)
     assert_int_equal(sb.requests_failed, 1);
 }
 
+/* A loopback URL that refuses every connection until the fixture's teardown: its port
+ * (the kernel's pick) stays bound to a socket that never listens, so a connection gets a
+ * reset and nobody else (another test running beside this one) can bind it meanwhile.
+ * A port found free and let go again could be anybody's by the time it is dialled. */
+static void fx_dead_url(fx *f, char *url, size_t size)
+{
+    assert_true(f->n_dead < FX_MAX_DEAD);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = 0;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t len = sizeof sa;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    assert_true(ntohs(sa.sin_port) > 0);
+    f->dead_fd[f->n_dead++] = fd;
+    snprintf(url, size, "tcp://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+}
+
 static char *dead_url(fx *f)
 {
-    /* a port that was just free: bind port 0, note it, close */
-    swd_net *t = fx_open(f, &(swd_net_opts){.sync_addr = "tcp://127.0.0.1:0"});
-    char *url = strdup(swd_net_sync_url(t));
-    fx_close(f, t);
-    return url;
+    char url[64];
+    fx_dead_url(f, url, sizeof url);
+    return strdup(url);
 }
 
 static void test_request_to_nobody_times_out(void **state)
@@ -570,20 +599,19 @@ static void test_reqsock_cache_and_inflight_bound(void **state)
     swd_net *b = fx_open(f, &(swd_net_opts){0});
     /* SWD_NET_REQ_SOCKETS_MAX distinct addresses, all busy: one more finds no idle socket */
     uint64_t ids[SWD_NET_REQ_SOCKETS_MAX], id;
-    char url[64];
+    char url[64], extra[64];
     for (int i = 0; i < SWD_NET_REQ_SOCKETS_MAX; i++) {
-        snprintf(url, sizeof url, "tcp://127.0.0.1:%d", 1 + i);
+        fx_dead_url(f, url, sizeof url);
         assert_int_equal(swd_net_request(b, url, (const uint8_t *)"x", 1, 200, &ids[i]), 0);
     }
-    assert_int_equal(swd_net_request(b, "tcp://127.0.0.1:999", (const uint8_t *)"x", 1, 200, &id),
-                     SW_ETOOBIG);
+    fx_dead_url(f, extra, sizeof extra);
+    assert_int_equal(swd_net_request(b, extra, (const uint8_t *)"x", 1, 200, &id), SW_ETOOBIG);
     /* once they have failed (nobody listens there), the least recently used is evicted */
     idset s = {ids, SWD_NET_REQ_SOCKETS_MAX};
     assert_true(fx_pump(f, 5000, has_all_replies, NULL, &s, 0));
     for (int i = 0; i < SWD_NET_REQ_SOCKETS_MAX; i++)
         assert_int_equal(fx_reply(f, ids[i])->error, SWD_NET_ETIMEDOUT);
-    assert_int_equal(swd_net_request(b, "tcp://127.0.0.1:999", (const uint8_t *)"x", 1, 200, &id),
-                     0);
+    assert_int_equal(swd_net_request(b, extra, (const uint8_t *)"x", 1, 200, &id), 0);
     assert_true(fx_pump(f, 3000, has_reply, NULL, &id, 0));
     assert_int_equal(fx_reply(f, id)->error, SWD_NET_ETIMEDOUT);
 }
