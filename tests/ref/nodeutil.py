@@ -178,6 +178,11 @@ def write_identity(path, name):
 
 
 def write_config(path, cfg):
+    node = cfg.get("node", {})
+    missing = [k for k in ("listen", "sync") if k not in node]
+    if node and missing:
+        # swarmd's defaults are fixed ports: two suites side by side would clash
+        raise ValueError(f"{path}: [node] {', '.join(missing)} not set (use port 0)")
     with open(path, "w") as f:
         f.write("# written by tests/ref/nodeutil.py\n")
         for section, keys in cfg.items():
