@@ -504,10 +504,7 @@ void sw_ledger_close(sw_ledger *l)
 
 static int ledger_cmp_key(const void *a, const void *b)
 {
-    const sw_update *x = *(const sw_update *const *)a, *y = *(const sw_update *const *)b;
-    int c = memcmp(x->origin, y->origin, SW_ID_BYTES);
-    if (c != 0) return c;
-    return x->step < y->step ? -1 : x->step > y->step;
+    return sw_update_key_cmp(*(const sw_update *const *)a, *(const sw_update *const *)b);
 }
 
 static int ledger_dup_error(const sw_ledger *l, const sw_update *u, const char *why, sw_diag *diag)

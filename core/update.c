@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 void sw_update_seed(const uint8_t run_id[SW_ID_BYTES], const uint8_t origin[SW_ID_BYTES],
@@ -125,4 +126,45 @@ int sw_perturb_parse(const char *name, sw_perturb *out)
         }
     }
     return SW_EINVAL;
+}
+
+int sw_update_key_cmp(const sw_update *a, const sw_update *b)
+{
+    int c = memcmp(a->origin, b->origin, SW_ID_BYTES);
+    if (c != 0) return c;
+    return a->step < b->step ? -1 : a->step > b->step;
+}
+
+/* By key, then by position: the first of equal keys sorts first. */
+static int update_ptr_cmp(const void *a, const void *b)
+{
+    const sw_update *x = *(const sw_update *const *)a, *y = *(const sw_update *const *)b;
+    int c = sw_update_key_cmp(x, y);
+    if (c != 0) return c;
+    return x < y ? -1 : x > y;
+}
+
+int sw_update_dedup(sw_update *u, size_t n, size_t *kept)
+{
+    *kept = n;
+    if (n < 2) return 0;
+    const sw_update **by_key = malloc(n * sizeof *by_key);
+    bool *drop = calloc(n, sizeof *drop);
+    if (by_key == NULL || drop == NULL) {
+        free(by_key);
+        free(drop);
+        return SW_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        by_key[i] = &u[i];
+    qsort(by_key, n, sizeof *by_key, update_ptr_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (sw_update_key_cmp(by_key[i - 1], by_key[i]) == 0) drop[by_key[i] - u] = true;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!drop[i]) u[k++] = u[i];
+    free(by_key);
+    free(drop);
+    *kept = k;
+    return 0;
 }

@@ -81,6 +81,17 @@ double sw_update_coef(const sw_train_spec *spec, const sw_update *u);
  */
 int sw_update_check(const sw_train_spec *spec, const sw_update *u, sw_diag *diag);
 
+/* Orders updates by (origin bytes, step): the key an update is known by. */
+int sw_update_key_cmp(const sw_update *a, const sw_update *b);
+
+/*
+ * Drops every update whose (origin, step) already appeared earlier in u[0..n),
+ * keeping the first of each and the order of those kept; *kept is their count.
+ * O(n log n) time, n pointers and n flags of scratch.  SW_ENOMEM leaves u as
+ * it was.
+ */
+int sw_update_dedup(sw_update *u, size_t n, size_t *kept);
+
 /* Names as written in configs and the run spec: "constant"/"linear"/"cosine",
  * "rademacher"/"gaussian". */
 const char *sw_schedule_name(sw_schedule s);

@@ -160,14 +160,18 @@ static int worker_apply_received(swd_worker *wk, sw_update *u, size_t n)
             }
             continue;
         }
-        bool dup = false;
-        for (size_t j = 0; j < k && !dup; j++)
-            dup = u[j].step == u[i].step && memcmp(u[j].origin, u[i].origin, SW_ID_BYTES) == 0;
-        if (!dup)
-            u[k++] = u[i];
-        else
-            dups++;
+        u[k++] = u[i];
     }
+    /* Twice in this batch (two peers relayed it, or anti-entropy raced the
+     * stream): the first copy counts.  O(n log n), so a flooded inbox costs
+     * seconds, not minutes. */
+    size_t unique = k;
+    if (sw_update_dedup(u, k, &unique) != 0) {
+        worker_fail(wk, SW_ENOMEM, NULL, "received updates");
+        return SW_ENOMEM;
+    }
+    dups += k - unique;
+    k = unique;
     if (dups) {
         pthread_mutex_lock(&wk->mu);
         wk->rep.duplicates += dups;

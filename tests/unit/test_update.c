@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -178,6 +179,84 @@ static void test_names(void **state)
     assert_int_equal(sw_perturb_parse("normal", &p), SW_EINVAL);
 }
 
+static sw_update upd(uint8_t who, uint64_t step, int8_t q)
+{
+    sw_update u = {.step = step, .q = q, .scale = 1.0f};
+    memset(u.origin, who, SW_ID_BYTES);
+    return u;
+}
+
+/* The quadratic scan the worker used before: keep the first of each key. */
+static size_t dedup_reference(sw_update *u, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < k && !dup; j++)
+            dup = sw_update_key_cmp(&u[j], &u[i]) == 0;
+        if (!dup) u[k++] = u[i];
+    }
+    return k;
+}
+
+static void test_dedup_keeps_the_first_in_order(void **state)
+{
+    (void)state;
+    size_t kept = 99;
+    assert_int_equal(sw_update_dedup(NULL, 0, &kept), 0);
+    assert_int_equal(kept, 0);
+    sw_update one = upd(1, 5, 3);
+    assert_int_equal(sw_update_dedup(&one, 1, &kept), 0);
+    assert_int_equal(kept, 1);
+
+    /* q tells the copies apart: the first of each key must survive. */
+    sw_update u[] = {upd(2, 7, 1), upd(1, 7, 2), upd(2, 7, 3), upd(2, 8, 4),
+                     upd(1, 7, 5), upd(3, 0, 6), upd(2, 8, 7)};
+    assert_int_equal(sw_update_dedup(u, 7, &kept), 0);
+    assert_int_equal(kept, 4);
+    const int8_t want_q[] = {1, 2, 4, 6};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(u[i].q, want_q[i]);
+
+    sw_update same[64];
+    for (int i = 0; i < 64; i++)
+        same[i] = upd(9, 1, (int8_t)i);
+    assert_int_equal(sw_update_dedup(same, 64, &kept), 0);
+    assert_int_equal(kept, 1);
+    assert_int_equal(same[0].q, 0);
+}
+
+static void test_dedup_matches_the_quadratic_scan(void **state)
+{
+    (void)state;
+    enum { N = 6000 };
+    sw_update *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int round = 0; round < 4; round++) {
+        /* Few origins and steps: many collisions, including across origins
+         * that share a step. */
+        uint64_t steps = round == 0 ? 8 : round == 1 ? 300 : round == 2 ? 3000 : 1000000;
+        for (size_t i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            a[i] = upd((uint8_t)(x % 5), (x >> 8) % steps, (int8_t)(i % 127));
+            a[i].origin[SW_ID_BYTES - 1] = (uint8_t)(x >> 40) % 2;
+        }
+        memcpy(b, a, N * sizeof *a);
+        size_t kept = 0;
+        assert_int_equal(sw_update_dedup(a, N, &kept), 0);
+        size_t want = dedup_reference(b, N);
+        assert_int_equal(kept, want);
+        for (size_t i = 0; i < want; i++) {
+            assert_int_equal(sw_update_key_cmp(&a[i], &b[i]), 0);
+            assert_int_equal(a[i].q, b[i].q);
+        }
+    }
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -188,6 +267,8 @@ int main(void)
         cmocka_unit_test(test_coef),
         cmocka_unit_test(test_check_refusals),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_dedup_keeps_the_first_in_order),
+        cmocka_unit_test(test_dedup_matches_the_quadratic_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
