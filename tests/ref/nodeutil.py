@@ -134,6 +134,11 @@ def finish(name, t0):
     return 1 if failed or passed == 0 else 0
 
 
+# [node] addresses on port 0: the kernel picks, so tests (and two suites run
+# side by side) never clash; swarmd's defaults are fixed ports.
+EPHEMERAL_ADDRS = {"listen": "tcp://127.0.0.1:0", "sync": "tcp://127.0.0.1:0"}
+
+
 def default_config(state_dir, **train):
     """A config for a short solo run on the fixture model and topic data.
 
@@ -144,9 +149,7 @@ def default_config(state_dir, **train):
         "node": {
             "state_dir": state_dir,
             "progress_ms": 1000,
-            # port 0: the kernel picks, so tests running side by side never clash
-            "listen": "tcp://127.0.0.1:0",
-            "sync": "tcp://127.0.0.1:0",
+            **EPHEMERAL_ADDRS,
         },
         "model": {"path": FIXTURE_MODEL},
         "data": {"train": os.path.join(DATA, "topic-train.jsonl")},
@@ -181,8 +184,7 @@ def write_config(path, cfg):
     node = cfg.get("node", {})
     missing = [k for k in ("listen", "sync") if k not in node]
     if node and missing:
-        # swarmd's defaults are fixed ports: two suites side by side would clash
-        raise ValueError(f"{path}: [node] {', '.join(missing)} not set (use port 0)")
+        raise ValueError(f"{path}: [node] {', '.join(missing)} not set (use EPHEMERAL_ADDRS)")
     with open(path, "w") as f:
         f.write("# written by tests/ref/nodeutil.py\n")
         for section, keys in cfg.items():

@@ -2,7 +2,8 @@
 """Guarantee: the test suite, the build and CI read nothing outside the tree.
 
 A user clones the repository alone; a test that reads a folder beside the
-clone (`../shared/fixtures`, a developer's home) passes only on the machine
+clone (the old fixture folder of the development tree, a developer's home)
+passes only on the machine
 that has it.  This check reads every tracked file under tests/, .ci/ and
 deploy/, and every meson.build and meson_options.txt, and fails when one
 names a path outside the source root:
@@ -11,11 +12,12 @@ names a path outside the source root:
     (os.path.join(HERE, "..", ".."), meson's root / '..'), counted from the
     file's own folder, or from the root where the path starts at a name for
     the root (SOURCE, SRC, project_source_root(), ...);
-  - an absolute path into a checkout or a home (/work/, /home/, /root/, ...)
-    or into this checkout itself;
-  - the old fixture folder by name (shared/fixtures).
+  - an absolute path into a checkout or a home (the work, home and root
+    folders and the like) or into this checkout itself;
+  - the old fixture folder by name.
 Before it reads the tree it proves it can fail: known-bad lines must be
-caught and known-good ones let through.
+caught and known-good ones let through.  The bad lines are assembled from
+pieces, so this file holds none of them and is checked like any other.
 Exits non-zero on any finding.
 """
 import os
@@ -66,17 +68,18 @@ def findings_in(text, rel_dir):
 
 def self_test():
     """The checker catches what it should and lets the tree's idioms through."""
+    up, work, home, shared = "." + ".", "wo" + "rk", "ho" + "me", "sha" + "red"
     bad = [
-        ("tests", "fixtures_dir = meson.project_source_root() / '..' / 'shared' / 'fixtures'"),
-        ("tests/ref", 'X = os.path.join(SOURCE, "..", "data")'),
-        ("tests/fuzz", 'open(os.path.join(HERE, "..", "..", "..", "models"))'),
-        ("tests/ref", 'P = os.path.join(os.path.dirname(__file__), "../../../x")'),
-        ("tests", "#define M \"../../model\""),
-        (".ci", "cd ../..; sh tests/run.sh"),
-        ("tests/ref", 'MODEL = "/work/main/models/tiny-gpt2-fortunes"'),
-        ("tests/ref", 'MODEL = "/home/dev/swarmtune/models"'),
-        ("tests/ref", "DATA = os.environ.get('X', 'fixtures')  # from shared/fixtures"),
-        ("deploy/three-nodes", "path = ../../../models/tiny-gpt2-fortunes"),
+        ("tests", f"fixtures_dir = meson.project_source_root() / '{up}' / '{shared}' / 'fixtures'"),
+        ("tests/ref", f'X = os.path.join(SOURCE, "{up}", "data")'),
+        ("tests/fuzz", f'open(os.path.join(HERE, "{up}", "{up}", "{up}", "models"))'),
+        ("tests/ref", f'P = os.path.join(os.path.dirname(__file__), "{up}/{up}/{up}/x")'),
+        ("tests", f"#define M \"{up}/{up}/model\""),
+        (".ci", f"cd {up}/{up}; sh tests/run.sh"),
+        ("tests/ref", f'MODEL = "/{work}/main/models/tiny-gpt2-fortunes"'),
+        ("tests/ref", f'MODEL = "/{home}/dev/swarmtune/models"'),
+        ("tests/ref", f"DATA = os.environ.get('X', 'fixtures')  # from {shared}/fixtures"),
+        ("deploy/three-nodes", f"path = {up}/{up}/{up}/models/tiny-gpt2-fortunes"),
     ]
     good = [
         ("tests/ref", 'SOURCE = os.path.join(os.path.dirname(__file__), "..", "..")'),
@@ -135,10 +138,7 @@ def main():
     check(len(files) >= 40 and "tests/meson.build" in files and ".ci/run" in files,
           f"{len(files)} files in scope, tests/meson.build and .ci/run among them")
     bad = 0
-    this = os.path.relpath(os.path.abspath(__file__), SOURCE)
     for rel in files:
-        if rel == this:
-            continue  # its own self-test lines are outside paths on purpose
         try:
             with open(os.path.join(SOURCE, rel), encoding="utf-8") as f:
                 text = f.read()

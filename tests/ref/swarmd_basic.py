@@ -55,11 +55,8 @@ def run(args, timeout=60, cwd=None):
 
 def base_config(state_dir, **train):
     cfg = {
-        # port 0: the kernel picks, so a second suite running beside this one never
-        # clashes on the default ports
         "node": {"state_dir": state_dir, "progress_ms": 200, "checkpoint_every": 10,
-                 "checkpoint_interval_s": 0, "listen": "tcp://127.0.0.1:0",
-                 "sync": "tcp://127.0.0.1:0"},
+                 "checkpoint_interval_s": 0, **nodeutil.EPHEMERAL_ADDRS},
         "model": {"path": MODEL},
         "data": {"train": TRAIN},
         "train": {"max_steps": 20, "batch_size": 4, "seq_len": 64, "lr": "1e-4",
