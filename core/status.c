@@ -11,8 +11,8 @@
 
 static const sw_status_def status_defs[SW_STATUS_COUNT] = {
 #define STATUS_DEF_(id, path, type, null, unit, kind, metric, label, help)                         \
-    {path,   SW_STATUS_TYPE_##type, SW_STATUS_##null, unit, SW_STATUS_KIND_##kind,                 \
-     metric, label,                 help},
+    {path, SW_STATUS_TYPE_##type, SW_STATUS_##null, unit, SW_STATUS_KIND_##kind, metric, label,    \
+     help},
 #define SW_STATUS_ORNULL true
 #define SW_STATUS_NOTNULL false
     SW_STATUS_FIELDS(STATUS_DEF_)
@@ -29,8 +29,8 @@ const sw_status_def *sw_status_def_of(sw_status_field f)
 
 bool sw_status_is_peer(sw_status_field f)
 {
-    return strncmp(sw_status_def_of(f)->path, STATUS_PEER_PREFIX,
-                   sizeof STATUS_PEER_PREFIX - 1) == 0;
+    return strncmp(sw_status_def_of(f)->path, STATUS_PEER_PREFIX, sizeof STATUS_PEER_PREFIX - 1) ==
+           0;
 }
 
 /* f's path below its scope: "loss_history", "agreement.agree", "id" for peers[].id. */
@@ -72,7 +72,7 @@ json_t *sw_status_parent(const json_t *obj, sw_status_field f)
     json_t *o = (json_t *)obj;
     for (size_t i = 0; i + 1 < n && o; i++)
         o = json_object_get(o, keys[i]);
-    return json_is_object(o) ? o : NULL;
+    return o;
 }
 
 json_t *sw_status_get(const json_t *obj, sw_status_field f)

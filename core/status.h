@@ -35,9 +35,19 @@ typedef enum sw_status_type {
     SW_STATUS_TYPE_COUNTS,    /* object of name: integer >= 0 */
     SW_STATUS_TYPE_REALS,     /* array of number or null */
     SW_STATUS_TYPE_TEXTS,     /* array of strings */
-    SW_STATUS_TYPE_HISTOGRAM, /* {"buckets": [number], "counts": [integer], "count", "sum"} */
+    SW_STATUS_TYPE_HISTOGRAM, /* the SW_STATUS_HIST_* members below */
     SW_STATUS_TYPE_PEERS,     /* array of objects holding the "peers[]." fields */
 } sw_status_type;
+
+/*
+ * The members of a HISTOGRAM, as Prometheus has them: BUCKETS the upper
+ * bounds (increasing), COUNTS how many observations were at most each bound
+ * (cumulative), COUNT all observations, SUM their total.
+ */
+#define SW_STATUS_HIST_BUCKETS "buckets"
+#define SW_STATUS_HIST_COUNTS "counts"
+#define SW_STATUS_HIST_COUNT "count"
+#define SW_STATUS_HIST_SUM "sum"
 
 /*
  * What a field is on /metrics (OpenMetrics' types; the 0.0.4 text format
@@ -237,7 +247,10 @@ json_t *sw_status_build(json_t *values[SW_STATUS_COUNT], bool peer);
  */
 json_t *sw_status_get(const json_t *obj, sw_status_field f);
 
-/* The object holding f in obj (as sw_status_get), or NULL. */
+/*
+ * The member of obj holding f (swarm.agreement for swarm.agreement.agree;
+ * obj itself for a section's field) as it came, of whatever type, or NULL.
+ */
 json_t *sw_status_parent(const json_t *obj, sw_status_field f);
 
 /* "integer", "hex or null", ...: f's type in words, as docs/cli.md writes it. */

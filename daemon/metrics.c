@@ -263,10 +263,10 @@ static void metrics_stateset(metrics_buf *b, const json_t *st, sw_status_field f
 static void metrics_histogram(metrics_buf *b, const sw_status_def *d, const char *help,
                               const json_t *h)
 {
-    const json_t *bounds = json_object_get(h, "buckets");
-    const json_t *counts = json_object_get(h, "counts");
-    const json_t *count = json_object_get(h, "count");
-    const json_t *sum = json_object_get(h, "sum");
+    const json_t *bounds = json_object_get(h, SW_STATUS_HIST_BUCKETS);
+    const json_t *counts = json_object_get(h, SW_STATUS_HIST_COUNTS);
+    const json_t *count = json_object_get(h, SW_STATUS_HIST_COUNT);
+    const json_t *sum = json_object_get(h, SW_STATUS_HIST_SUM);
     if (!json_is_array(bounds) || !json_is_array(counts) || !json_is_integer(count) ||
         !json_is_number(sum) || json_array_size(bounds) != json_array_size(counts))
         return;
