@@ -193,9 +193,9 @@ typedef enum sw_status_kind {
       "swarmd_digest_peers_compared", NULL, \
       "alive peers whose announced digest is for our `model.digest_version_vector`") \
     X(SWARM_PEERS_AGREE, "swarm.agreement.peers_agree", INT, NOTNULL, "peers", GAUGE, \
-      "swarmd_digest_peers_agreeing", NULL, "of those, peers whose digest equals ours") \
+      "swarmd_digest_peers_agreeing", NULL, "of the peers compared, those whose digest equals ours") \
     X(SWARM_AGREE, "swarm.agreement.agree", BOOL, ORNULL, "", GAUGE, "swarmd_digest_agreement", \
-      NULL, "whether all of those have our digest (`null` when none compared)") \
+      NULL, "whether every peer compared has our digest (`null` when none was)") \
     X(SWARM_PEERS_BY_STATE, "swarm.peers_by_state", COUNTS, NOTNULL, "peers", GAUGE, \
       "swarmd_peers", "state", "peers this node knows, by membership state") \
     X(SWARM_WARNINGS, "swarm.warnings", TEXTS, NOTNULL, "", GAUGE, "swarmd_warnings", NULL, \

@@ -319,7 +319,7 @@ static const char *metrics_help(char out[METRICS_HELP_MAX], sw_status_field f)
 {
     const sw_status_def *d = sw_status_def_of(f);
     if (d->kind == SW_STATUS_KIND_INFO) {
-        size_t n = (size_t)snprintf(out, METRICS_HELP_MAX, "Always 1; the labels are");
+        size_t n = (size_t)snprintf(out, METRICS_HELP_MAX, "Always 1; its labels are");
         const char *sep = " ";
         for (int g = f; g < SW_STATUS_COUNT && n < METRICS_HELP_MAX; g++) {
             const sw_status_def *e = sw_status_def_of((sw_status_field)g);
@@ -330,7 +330,7 @@ static const char *metrics_help(char out[METRICS_HELP_MAX], sw_status_field f)
         }
         if (n < METRICS_HELP_MAX) snprintf(out + n, METRICS_HELP_MAX - n, ".");
     } else if (d->kind == SW_STATUS_KIND_STATESET) {
-        snprintf(out, METRICS_HELP_MAX, "1 for the current `%s`, 0 for the others: %s.", d->path,
+        snprintf(out, METRICS_HELP_MAX, "One series per `%s`, 1 for the current one: %s.", d->path,
                  d->help);
     } else if (d->type == SW_STATUS_TYPE_BOOL && sw_status_is_peer(f)) {
         snprintf(out, METRICS_HELP_MAX, "Peers whose `%s` is true: %s.", d->path, d->help);
@@ -338,6 +338,8 @@ static const char *metrics_help(char out[METRICS_HELP_MAX], sw_status_field f)
         snprintf(out, METRICS_HELP_MAX, "Entries of `%s`: %s.", d->path, d->help);
     } else {
         snprintf(out, METRICS_HELP_MAX, "%s.", d->help);
+        /* a sentence, as Prometheus' own HELP texts are */
+        if (out[0] >= 'a' && out[0] <= 'z') out[0] = (char)(out[0] - 'a' + 'A');
     }
     return out;
 }
