@@ -9,7 +9,13 @@
  * (cli/cmd_swarm.c) reads fields with sw_status_get.  A field is therefore
  * named in one place: adding one is a line here plus the code computing its
  * value, and it reaches --json, /metrics (when it names a metric) and the
- * generated tables in docs/cli.md (`swarmd --dump-status-doc`) by itself.
+ * generated tables of docs/cli.md and docs/operations.md (`swarmd
+ * --dump-status-doc`, `--dump-metrics-doc`) by itself; the human form of
+ * `swarmctl status` shows it once cmd_swarm.c gives it a line.
+ * tests/ref/status_schema.py checks a real node's status against the list.
+ *
+ * Ownership: sw_status_build takes the values it is given; sw_status_get
+ * and sw_status_parent return borrowed references into the caller's object.
  *
  * Paths: "section.key" or "section.sub.key" from the root object; fields of
  * each element of the peers array are "peers[].key".  Every object on the
