@@ -6,8 +6,10 @@
  *
  * --json prints the daemon's reply as it came (re-serialised on one line),
  * so the schema in docs/cli.md is the daemon's.  The human form of status
- * is INFO style (`# Section`, then `key:value` lines) plus a peers table; a
- * verb prints one line saying what happened.  Fields the daemon omits or
+ * is INFO style (`# Section`, then `key:value` lines) plus a peers table,
+ * reading every field through the status schema (core/status.h), so a
+ * field renamed there cannot be lost here; a verb prints one line saying
+ * what happened.  Fields the daemon omits or
  * sends as null print as "-" (or are left out of a sentence); only `node`
  * and `peers` are required, so an older or newer daemon still gets a
  * readable status.  Strings that came from the daemon or from other nodes
@@ -31,6 +33,7 @@
 
 #include "cli.h"
 #include "ctl_client.h"
+#include "status.h"
 
 #define SWARM_SHORT_ID 12 /* hex characters of an id shown in human output */
 #define SWARM_CELL 160    /* a table cell is cut to this many bytes */
@@ -246,7 +249,7 @@ static int swarm_check_section(const char *ctl, const json_t *root, const char *
         snprintf(err, errsize, "%s: daemon sent an invalid status: no \"%s\"", ctl, key);
         return 1;
     }
-    if (strcmp(key, "peers") == 0) {
+    if (strcmp(key, sw_status_key(SW_STATUS_PEERS)) == 0) {
         if (!json_is_array(v)) {
             snprintf(err, errsize, "%s: daemon sent an invalid status: \"peers\" is not an array",
                      ctl);
@@ -272,6 +275,20 @@ static int swarm_check_section(const char *ctl, const json_t *root, const char *
     return 0;
 }
 
+#define SWARM_SECTION_MAX 32
+
+/* Appends the top-level member of the status holding f ("train" for train.loss), once. */
+static void swarm_add_section(char sections[][SWARM_SECTION_MAX], size_t *n, sw_status_field f)
+{
+    const char *path = sw_status_def_of(f)->path;
+    size_t len = strcspn(path, ".[");
+    SW_ASSERT(len < SWARM_SECTION_MAX);
+    for (size_t i = 0; i < *n; i++)
+        if (strncmp(sections[i], path, len) == 0 && sections[i][len] == '\0') return;
+    memcpy(sections[*n], path, len);
+    sections[(*n)++][len] = '\0';
+}
+
 /*
  * Asks for the status and checks its shape.  On failure returns 1 with the
  * message (without the "swarmctl: " prefix) in err, nothing printed.
@@ -285,9 +302,15 @@ static int swarm_fetch(const swarm_args *a, json_t **out, char *err, size_t errs
         snprintf(err, errsize, "%s", d.msg[0] != '\0' ? d.msg : sw_strerror(rc));
         return SWCTL_EXIT_FAIL;
     }
-    static const char *const sections[] = {"node",   "peers", "model", "train",
-                                           "ledger", "net",   "swarm"};
-    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+    /* node and peers first: without them there is nothing to show */
+    char sections[SW_STATUS_COUNT][SWARM_SECTION_MAX];
+    size_t n = 0;
+    swarm_add_section(sections, &n, SW_STATUS_NODE_ID);
+    swarm_add_section(sections, &n, SW_STATUS_PEERS);
+    for (int f = 0; f < SW_STATUS_COUNT; f++)
+        if (!sw_status_is_peer((sw_status_field)f))
+            swarm_add_section(sections, &n, (sw_status_field)f);
+    for (size_t i = 0; i < n; i++) {
         if (swarm_check_section(a->ctl_path, root, sections[i], i < 2, err, errsize) != 0) {
             json_decref(root);
             return SWCTL_EXIT_FAIL;
@@ -319,10 +342,9 @@ static const char *swarm_clean(const char *s, char *buf, size_t size)
     return buf;
 }
 
-/* A member as text: "-" missing or null, "?" of an unexpected type. */
-static const char *swarm_text(const json_t *o, const char *key, char *buf, size_t size)
+/* A value as text: "-" missing (NULL) or null, "?" of an unexpected type. */
+static const char *swarm_vtext(const json_t *v, char *buf, size_t size)
 {
-    const json_t *v = o != NULL ? json_object_get(o, key) : NULL;
     if (v == NULL || json_is_null(v)) return "-";
     if (json_is_string(v)) return swarm_clean(json_string_value(v), buf, size);
     if (json_is_integer(v)) {
@@ -337,25 +359,50 @@ static const char *swarm_text(const json_t *o, const char *key, char *buf, size_
     return "?";
 }
 
-/* An id as its first SWARM_SHORT_ID characters. */
-static const char *swarm_short(const json_t *o, const char *key, char *buf, size_t size)
+/* o's member key as swarm_vtext writes it (o may be NULL). */
+static const char *swarm_text(const json_t *o, const char *key, char *buf, size_t size)
 {
-    const char *t = swarm_text(o, key, buf, size);
-    if (t == buf && o != NULL && json_is_string(json_object_get(o, key)) &&
-        strlen(buf) > SWARM_SHORT_ID)
-        buf[SWARM_SHORT_ID] = '\0';
+    return swarm_vtext(o != NULL ? json_object_get(o, key) : NULL, buf, size);
+}
+
+/* An id as its first SWARM_SHORT_ID characters. */
+static const char *swarm_vshort(const json_t *v, char *buf, size_t size)
+{
+    const char *t = swarm_vtext(v, buf, size);
+    if (t == buf && json_is_string(v) && strlen(buf) > SWARM_SHORT_ID) buf[SWARM_SHORT_ID] = '\0';
     return t;
 }
 
 /* A number with printf format fmt (for a double), or "-" / "?". */
-static const char *swarm_real(const json_t *o, const char *key, const char *fmt, char *buf,
-                              size_t size)
+static const char *swarm_vreal(const json_t *v, const char *fmt, char *buf, size_t size)
 {
-    const json_t *v = o != NULL ? json_object_get(o, key) : NULL;
     if (v == NULL || json_is_null(v)) return "-";
     if (!json_is_number(v)) return "?";
     snprintf(buf, size, fmt, json_number_value(v));
     return buf;
+}
+
+static const char *swarm_real(const json_t *o, const char *key, const char *fmt, char *buf,
+                              size_t size)
+{
+    return swarm_vreal(o != NULL ? json_object_get(o, key) : NULL, fmt, buf, size);
+}
+
+/* Field f of the status (or of a peer) as text, an id shortened, a number formatted. */
+static const char *swarm_ftext(const json_t *o, sw_status_field f, char *buf, size_t size)
+{
+    return swarm_vtext(sw_status_get(o, f), buf, size);
+}
+
+static const char *swarm_fshort(const json_t *o, sw_status_field f, char *buf, size_t size)
+{
+    return swarm_vshort(sw_status_get(o, f), buf, size);
+}
+
+static const char *swarm_freal(const json_t *o, sw_status_field f, const char *fmt, char *buf,
+                               size_t size)
+{
+    return swarm_vreal(sw_status_get(o, f), fmt, buf, size);
 }
 
 /* 3723.4 s -> "1h02m03s"; under a minute "12.3s". */
@@ -380,7 +427,7 @@ static const char *swarm_duration(double s, char *buf, size_t size)
 /* last_seen_ms -> "1.2s ago", "3m12s ago", "2h05m ago"; null "never". */
 static const char *swarm_last_seen(const json_t *peer, char *buf, size_t size)
 {
-    const json_t *v = json_object_get(peer, "last_seen_ms");
+    const json_t *v = sw_status_get(peer, SW_STATUS_PEER_LAST_SEEN_MS);
     if (v == NULL) return "-";
     if (json_is_null(v)) return "never";
     if (!json_is_number(v)) return "?";
@@ -414,16 +461,21 @@ static int swarm_print_peers(const json_t *peers)
         const json_t *p = json_array_get(peers, i);
         char tmp[SWARM_CELL];
         const char *v[SWARM_COLS];
-        v[0] = swarm_short(p, "id", tmp, sizeof tmp);
+        v[0] = swarm_fshort(p, SW_STATUS_PEER_ID, tmp, sizeof tmp);
         snprintf(cells[i][0], SWARM_CELL, "%s", v[0]);
-        snprintf(cells[i][1], SWARM_CELL, "%s", swarm_text(p, "state", tmp, sizeof tmp));
-        snprintf(cells[i][2], SWARM_CELL, "%s", swarm_text(p, "node_state", tmp, sizeof tmp));
-        snprintf(cells[i][3], SWARM_CELL, "%s", swarm_text(p, "step", tmp, sizeof tmp));
-        snprintf(cells[i][4], SWARM_CELL, "%s", swarm_text(p, "ledger_updates", tmp, sizeof tmp));
+        snprintf(cells[i][1], SWARM_CELL, "%s",
+                 swarm_ftext(p, SW_STATUS_PEER_STATE, tmp, sizeof tmp));
+        snprintf(cells[i][2], SWARM_CELL, "%s",
+                 swarm_ftext(p, SW_STATUS_PEER_NODE_STATE, tmp, sizeof tmp));
+        snprintf(cells[i][3], SWARM_CELL, "%s",
+                 swarm_ftext(p, SW_STATUS_PEER_STEP, tmp, sizeof tmp));
+        snprintf(cells[i][4], SWARM_CELL, "%s",
+                 swarm_ftext(p, SW_STATUS_PEER_LEDGER_UPDATES, tmp, sizeof tmp));
         snprintf(cells[i][5], SWARM_CELL, "%s", swarm_last_seen(p, tmp, sizeof tmp));
-        snprintf(cells[i][6], SWARM_CELL, "%s", swarm_text(p, "addr", tmp, sizeof tmp));
-        bool lagging = json_is_true(json_object_get(p, "lagging"));
-        bool banned = json_is_true(json_object_get(p, "banned"));
+        snprintf(cells[i][6], SWARM_CELL, "%s",
+                 swarm_ftext(p, SW_STATUS_PEER_ADDR, tmp, sizeof tmp));
+        bool lagging = json_is_true(sw_status_get(p, SW_STATUS_PEER_LAGGING));
+        bool banned = json_is_true(sw_status_get(p, SW_STATUS_PEER_BANNED));
         snprintf(cells[i][7], SWARM_CELL, "%s%s%s", lagging ? "lagging" : "",
                  lagging && banned ? "," : "", banned ? "banned" : "");
         for (int c = 0; c < SWARM_COLS; c++) {
@@ -455,11 +507,15 @@ static void swarm_kv(const char *key, const char *value)
     printf("%s:%s\n", key, value);
 }
 
-/* A member that is an integer, else -1 (absent, null or another type). */
+/* An integer, else -1 (absent, null or another type). */
+static json_int_t swarm_vint(const json_t *v)
+{
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
 static json_int_t swarm_int(const json_t *o, const char *key)
 {
-    const json_t *v = o != NULL ? json_object_get(o, key) : NULL;
-    return json_is_integer(v) ? json_integer_value(v) : -1;
+    return swarm_vint(o != NULL ? json_object_get(o, key) : NULL);
 }
 
 /*
@@ -468,12 +524,12 @@ static json_int_t swarm_int(const json_t *o, const char *key)
  * (level = floor(7 (v - min) / (max - min) + 0.5)); a window without steps
  * (null) is a space; all values equal: every block at the middle level.
  */
-static void swarm_print_trend(const json_t *train)
+static void swarm_print_trend(const json_t *root)
 {
     static const char *const blocks[8] = {"\xe2\x96\x81", "\xe2\x96\x82", "\xe2\x96\x83",
                                           "\xe2\x96\x84", "\xe2\x96\x85", "\xe2\x96\x86",
                                           "\xe2\x96\x87", "\xe2\x96\x88"};
-    const json_t *h = json_object_get(train, "loss_history");
+    const json_t *h = sw_status_get(root, SW_STATUS_TRAIN_LOSS_HISTORY);
     if (!json_is_array(h)) {
         swarm_kv("loss_trend", h == NULL || json_is_null(h) ? "-" : "?");
         return;
@@ -514,12 +570,13 @@ static void swarm_print_trend(const json_t *train)
  * train.step_seconds (a Prometheus-style histogram) as the mean and the
  * bucket bound under which 90% of the steps fell.
  */
-static void swarm_print_step_seconds(const json_t *train)
+static void swarm_print_step_seconds(const json_t *root)
 {
-    const json_t *h = json_object_get(train, "step_seconds");
-    const json_t *buckets = json_object_get(h, "buckets"), *counts = json_object_get(h, "counts");
-    json_int_t count = swarm_int(h, "count");
-    const json_t *sum = json_object_get(h, "sum");
+    const json_t *h = sw_status_get(root, SW_STATUS_TRAIN_STEP_SECONDS);
+    const json_t *buckets = json_object_get(h, SW_STATUS_HIST_BUCKETS);
+    const json_t *counts = json_object_get(h, SW_STATUS_HIST_COUNTS);
+    json_int_t count = swarm_int(h, SW_STATUS_HIST_COUNT);
+    const json_t *sum = json_object_get(h, SW_STATUS_HIST_SUM);
     if (!json_is_object(h) || count < 0 || !json_is_number(sum)) {
         swarm_kv("step_seconds", h == NULL || json_is_null(h) ? "-" : "?");
         return;
@@ -548,12 +605,12 @@ static void swarm_print_step_seconds(const json_t *train)
 }
 
 /* Whether peer p announced a digest at the version vector our digest covers, and another digest. */
-static bool swarm_peer_disagrees(const json_t *model, const json_t *p)
+static bool swarm_peer_disagrees(const json_t *root, const json_t *p)
 {
-    const json_t *ours = json_object_get(model, "digest");
-    const json_t *theirs = json_object_get(p, "digest");
-    const json_t *vv = json_object_get(model, "digest_version_vector");
-    const json_t *pvv = json_object_get(p, "digest_version_vector");
+    const json_t *ours = sw_status_get(root, SW_STATUS_MODEL_DIGEST);
+    const json_t *theirs = sw_status_get(p, SW_STATUS_PEER_DIGEST);
+    const json_t *vv = sw_status_get(root, SW_STATUS_MODEL_DIGEST_VERSION_VECTOR);
+    const json_t *pvv = sw_status_get(p, SW_STATUS_PEER_DIGEST_VERSION_VECTOR);
     return json_is_string(ours) && json_is_string(theirs) && json_is_object(vv) &&
            json_is_object(pvv) && json_equal((json_t *)vv, (json_t *)pvv) &&
            strcmp(json_string_value(ours), json_string_value(theirs)) != 0;
@@ -566,10 +623,10 @@ static bool swarm_peer_disagrees(const json_t *model, const json_t *p)
  */
 static void swarm_print_agreement(const json_t *root)
 {
-    const json_t *swarm = json_object_get(root, "swarm");
-    const json_t *ag = json_object_get(swarm, "agreement");
-    const json_t *agree = json_object_get(ag, "agree");
-    json_int_t compared = swarm_int(ag, "peers_compared"), same = swarm_int(ag, "peers_agree");
+    const json_t *ag = sw_status_parent(root, SW_STATUS_SWARM_AGREE);
+    const json_t *agree = sw_status_get(root, SW_STATUS_SWARM_AGREE);
+    json_int_t compared = swarm_vint(sw_status_get(root, SW_STATUS_SWARM_PEERS_COMPARED));
+    json_int_t same = swarm_vint(sw_status_get(root, SW_STATUS_SWARM_PEERS_AGREE));
     char line[SWARM_LONG + 64], b[SWARM_LONG], b2[SWARM_CELL];
     if (!json_is_object(ag) || !(json_is_boolean(agree) || json_is_null(agree))) {
         swarm_kv("agreement", ag == NULL || json_is_null(ag) ? "-" : "?");
@@ -592,21 +649,20 @@ static void swarm_print_agreement(const json_t *root)
         swarm_kv("agreement", line);
         return;
     }
-    const json_t *model = json_object_get(root, "model");
-    const json_t *peers = json_object_get(root, "peers");
     size_t i;
     const json_t *p;
-    json_array_foreach(peers, i, p)
+    json_array_foreach(sw_status_get(root, SW_STATUS_PEERS), i, p)
     {
-        if (!swarm_peer_disagrees(model, p)) continue;
+        if (!swarm_peer_disagrees(root, p)) continue;
         char id[SWARM_CELL];
         snprintf(line, sizeof line, "NO: peer %s reports digest %s, ours is %s",
-                 swarm_short(p, "id", id, sizeof id), swarm_short(p, "digest", b, sizeof b),
-                 swarm_short(model, "digest", b2, sizeof b2));
+                 swarm_fshort(p, SW_STATUS_PEER_ID, id, sizeof id),
+                 swarm_fshort(p, SW_STATUS_PEER_DIGEST, b, sizeof b),
+                 swarm_fshort(root, SW_STATUS_MODEL_DIGEST, b2, sizeof b2));
         swarm_kv("agreement", line);
         return;
     }
-    const json_t *warnings = json_object_get(swarm, "warnings");
+    const json_t *warnings = sw_status_get(root, SW_STATUS_SWARM_WARNINGS);
     const json_t *w;
     json_array_foreach(warnings, i, w)
     {
@@ -634,16 +690,16 @@ static void swarm_print_by_state(const json_t *root)
     static const char *const states[] = {"joining", "alive", "suspect", "dead", "left"};
     enum { N_STATES = sizeof states / sizeof states[0] };
     json_int_t count[N_STATES] = {0};
-    const json_t *by = json_object_get(json_object_get(root, "swarm"), "peers_by_state");
+    const json_t *by = sw_status_get(root, SW_STATUS_SWARM_PEERS_BY_STATE);
     if (json_is_object(by)) {
         for (size_t k = 0; k < N_STATES; k++)
             count[k] = swarm_int(by, states[k]) > 0 ? swarm_int(by, states[k]) : 0;
     } else {
         size_t i;
         const json_t *p;
-        json_array_foreach(json_object_get(root, "peers"), i, p)
+        json_array_foreach(sw_status_get(root, SW_STATUS_PEERS), i, p)
         {
-            const char *st = json_string_value(json_object_get(p, "state"));
+            const char *st = json_string_value(sw_status_get(p, SW_STATUS_PEER_STATE));
             for (size_t k = 0; st != NULL && k < N_STATES; k++)
                 if (strcmp(st, states[k]) == 0) count[k]++;
         }
@@ -661,9 +717,9 @@ static void swarm_print_by_state(const json_t *root)
     swarm_kv("by_state", n > 0 ? line : "none");
 }
 
-static void swarm_print_warnings(const json_t *swarm)
+static void swarm_print_warnings(const json_t *root)
 {
-    const json_t *warnings = json_object_get(swarm, "warnings");
+    const json_t *warnings = sw_status_get(root, SW_STATUS_SWARM_WARNINGS);
     printf("\n# Warnings\n");
     if (!json_is_array(warnings)) {
         printf("%s\n", warnings == NULL || json_is_null(warnings) ? "-" : "?");
@@ -684,45 +740,39 @@ static void swarm_print_warnings(const json_t *swarm)
 
 static void swarm_print_status(const json_t *root)
 {
-    const json_t *node = json_object_get(root, "node");
-    const json_t *model = json_object_get(root, "model");
-    const json_t *train = json_object_get(root, "train");
-    const json_t *ledger = json_object_get(root, "ledger");
-    const json_t *net = json_object_get(root, "net");
-    const json_t *swarm = json_object_get(root, "swarm");
     char b[SWARM_CELL], b2[SWARM_CELL], line[2 * SWARM_CELL + 2];
 
     printf("# Node\n");
-    swarm_kv("id", swarm_short(node, "id", b, sizeof b));
-    swarm_kv("state", swarm_text(node, "state", b, sizeof b));
-    swarm_kv("run", swarm_short(node, "run_id", b, sizeof b));
-    const json_t *max = json_object_get(node, "max_steps");
+    swarm_kv("id", swarm_fshort(root, SW_STATUS_NODE_ID, b, sizeof b));
+    swarm_kv("state", swarm_ftext(root, SW_STATUS_NODE_STATE, b, sizeof b));
+    swarm_kv("run", swarm_fshort(root, SW_STATUS_NODE_RUN_ID, b, sizeof b));
+    const json_t *max = sw_status_get(root, SW_STATUS_NODE_MAX_STEPS);
     if (max != NULL && !json_is_null(max)) {
-        snprintf(line, sizeof line, "%s/%s", swarm_text(node, "step", b, sizeof b),
-                 swarm_text(node, "max_steps", b2, sizeof b2));
+        snprintf(line, sizeof line, "%s/%s", swarm_ftext(root, SW_STATUS_NODE_STEP, b, sizeof b),
+                 swarm_vtext(max, b2, sizeof b2));
         swarm_kv("step", line);
     } else {
-        swarm_kv("step", swarm_text(node, "step", b, sizeof b));
+        swarm_kv("step", swarm_ftext(root, SW_STATUS_NODE_STEP, b, sizeof b));
     }
-    swarm_kv("loss", swarm_real(train, "loss", "%.4f", b, sizeof b));
-    swarm_print_trend(train);
-    swarm_kv("steps_per_s", swarm_real(train, "steps_per_s", "%.2f", b, sizeof b));
-    swarm_print_step_seconds(train);
-    swarm_kv("steps", swarm_text(train, "steps", b, sizeof b));
-    swarm_kv("updates_made", swarm_text(train, "updates_made", b, sizeof b));
-    swarm_kv("scale", swarm_real(train, "scale", "%.6g", b, sizeof b));
-    swarm_kv("saturations", swarm_text(train, "saturations", b, sizeof b));
-    const json_t *up = json_object_get(node, "uptime_s");
+    swarm_kv("loss", swarm_freal(root, SW_STATUS_TRAIN_LOSS, "%.4f", b, sizeof b));
+    swarm_print_trend(root);
+    swarm_kv("steps_per_s", swarm_freal(root, SW_STATUS_TRAIN_STEPS_PER_S, "%.2f", b, sizeof b));
+    swarm_print_step_seconds(root);
+    swarm_kv("steps", swarm_ftext(root, SW_STATUS_TRAIN_STEPS, b, sizeof b));
+    swarm_kv("updates_made", swarm_ftext(root, SW_STATUS_TRAIN_UPDATES_MADE, b, sizeof b));
+    swarm_kv("scale", swarm_freal(root, SW_STATUS_TRAIN_SCALE, "%.6g", b, sizeof b));
+    swarm_kv("saturations", swarm_ftext(root, SW_STATUS_TRAIN_SATURATIONS, b, sizeof b));
+    const json_t *up = sw_status_get(root, SW_STATUS_NODE_UPTIME_S);
     swarm_kv("uptime", json_is_number(up) ? swarm_duration(json_number_value(up), b, sizeof b)
-                                          : swarm_text(node, "uptime_s", b, sizeof b));
-    swarm_kv("version", swarm_text(node, "version", b, sizeof b));
-    swarm_kv("pub_addr", swarm_text(node, "pub_addr", b, sizeof b));
-    swarm_kv("sync_addr", swarm_text(node, "sync_addr", b, sizeof b));
+                                          : swarm_vtext(up, b, sizeof b));
+    swarm_kv("version", swarm_ftext(root, SW_STATUS_NODE_VERSION, b, sizeof b));
+    swarm_kv("pub_addr", swarm_ftext(root, SW_STATUS_NODE_PUB_ADDR, b, sizeof b));
+    swarm_kv("sync_addr", swarm_ftext(root, SW_STATUS_NODE_SYNC_ADDR, b, sizeof b));
 
     printf("\n# Model\n");
-    swarm_kv("digest", swarm_short(model, "digest", b, sizeof b));
-    swarm_kv("digest_updates", swarm_text(model, "digest_updates", b, sizeof b));
-    const json_t *vv = json_object_get(model, "version_vector");
+    swarm_kv("digest", swarm_fshort(root, SW_STATUS_MODEL_DIGEST, b, sizeof b));
+    swarm_kv("digest_updates", swarm_ftext(root, SW_STATUS_MODEL_DIGEST_UPDATES, b, sizeof b));
+    const json_t *vv = sw_status_get(root, SW_STATUS_MODEL_VERSION_VECTOR);
     if (json_is_object(vv)) {
         snprintf(b, sizeof b, "%zu", json_object_size(vv));
         swarm_kv("origins", b);
@@ -742,17 +792,21 @@ static void swarm_print_status(const json_t *root)
     }
 
     printf("\n# Ledger\n");
-    swarm_kv("updates", swarm_text(ledger, "updates", b, sizeof b));
-    swarm_kv("checkpoint_updates", swarm_text(ledger, "checkpoint_updates", b, sizeof b));
+    swarm_kv("updates", swarm_ftext(root, SW_STATUS_LEDGER_UPDATES, b, sizeof b));
+    swarm_kv("checkpoint_updates",
+             swarm_ftext(root, SW_STATUS_LEDGER_CHECKPOINT_UPDATES, b, sizeof b));
 
     printf("\n# Net\n");
-    static const char *const counters[] = {"bytes_in",    "bytes_out",       "updates_in",
-                                           "updates_out", "updates_applied", "msgs_in",
-                                           "msgs_out"};
+    /* counters shown under their own names */
+    static const sw_status_field counters[] = {
+        SW_STATUS_NET_BYTES_IN,    SW_STATUS_NET_BYTES_OUT,       SW_STATUS_NET_UPDATES_IN,
+        SW_STATUS_NET_UPDATES_OUT, SW_STATUS_NET_UPDATES_APPLIED, SW_STATUS_NET_MSGS_IN,
+        SW_STATUS_NET_MSGS_OUT};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
-        swarm_kv(counters[i], swarm_text(net, counters[i], b, sizeof b));
-    swarm_kv("bytes_per_update", swarm_real(net, "bytes_per_update", "%.0f", b, sizeof b));
-    const json_t *dropped = json_object_get(net, "dropped");
+        swarm_kv(sw_status_key(counters[i]), swarm_ftext(root, counters[i], b, sizeof b));
+    swarm_kv(sw_status_key(SW_STATUS_NET_BYTES_PER_UPDATE),
+             swarm_freal(root, SW_STATUS_NET_BYTES_PER_UPDATE, "%.0f", b, sizeof b));
+    const json_t *dropped = sw_status_get(root, SW_STATUS_NET_DROPPED);
     if (json_is_object(dropped)) {
         json_int_t total = 0;
         const char *reason;
@@ -773,17 +827,16 @@ static void swarm_print_status(const json_t *root)
             swarm_kv(key, b);
         }
     } else {
-        swarm_kv("dropped", swarm_text(net, "dropped", b, sizeof b));
+        swarm_kv("dropped", swarm_vtext(dropped, b, sizeof b));
     }
 
     printf("\n# Swarm\n");
-    swarm_kv("lag_updates", swarm_text(swarm, "lag_updates", b, sizeof b));
+    swarm_kv("lag_updates", swarm_ftext(root, SW_STATUS_SWARM_LAG_UPDATES, b, sizeof b));
     swarm_print_agreement(root);
-    swarm_print_warnings(swarm);
+    swarm_print_warnings(root);
 
-    const json_t *peers = json_object_get(root, "peers");
     printf("\n# Peers\n");
-    snprintf(b, sizeof b, "%zu", json_array_size(peers));
+    snprintf(b, sizeof b, "%zu", json_array_size(sw_status_get(root, SW_STATUS_PEERS)));
     swarm_kv("peers", b);
     swarm_print_by_state(root);
 }
@@ -863,7 +916,7 @@ static int swarm_watch(const swarm_args *a, int interval_ms, int count)
             if (swarm_print_json(root, a->ctl_path) != 0) rc = SWCTL_EXIT_FAIL;
         } else {
             swarm_print_status(root);
-            if (swarm_print_peers(json_object_get(root, "peers")) != 0) rc = SWCTL_EXIT_FAIL;
+            if (swarm_print_peers(sw_status_get(root, SW_STATUS_PEERS)) != 0) rc = SWCTL_EXIT_FAIL;
         }
         json_decref(root);
         if (fflush(stdout) != 0) return swctl_fail("stdout: write error");
@@ -895,7 +948,7 @@ int swctl_status(const char *path, int argc, char **argv)
         rc = swarm_print_json(root, a.ctl_path);
     } else {
         swarm_print_status(root);
-        rc = swarm_print_peers(json_object_get(root, "peers"));
+        rc = swarm_print_peers(sw_status_get(root, SW_STATUS_PEERS));
     }
     json_decref(root);
     return rc;
@@ -910,7 +963,7 @@ int swctl_peers(const char *path, int argc, char **argv)
     json_t *root = NULL;
     char err[SWARM_ERR];
     if (swarm_fetch(&a, &root, err, sizeof err) != 0) return swctl_fail("%s", err);
-    const json_t *peers = json_object_get(root, "peers");
+    const json_t *peers = sw_status_get(root, SW_STATUS_PEERS);
     rc = a.json ? swarm_print_json(peers, a.ctl_path) : swarm_print_peers(peers);
     json_decref(root);
     return rc;

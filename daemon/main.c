@@ -14,7 +14,9 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "node.h"
+#include "status.h"
 #include "swarm.pb-c.h"
 
 #ifndef SWD_VERSION
@@ -25,6 +27,7 @@ static const char main_usage[] =
     "Usage: swarmd --config FILE [--until-done]\n"
     "       swarmd --config FILE --check-config\n"
     "       swarmd --dump-config-doc | --dump-config-example\n"
+    "       swarmd --dump-status-doc | --dump-metrics-doc\n"
     "       swarmd --help | --version\n"
     "\n"
     "The swarmtune node daemon: fine-tunes the configured GPT-2 with zeroth-order\n"
@@ -41,6 +44,10 @@ static const char main_usage[] =
     "  --dump-config-doc      print the generated reference of every configuration key\n"
     "                         (the generated part of docs/configuration.md)\n"
     "  --dump-config-example  print an example configuration with every key\n"
+    "  --dump-status-doc      print the table of every status field (the generated\n"
+    "                         part of docs/cli.md)\n"
+    "  --dump-metrics-doc     print the table of every metric (the generated part of\n"
+    "                         docs/operations.md)\n"
     "  -h, --help             show this help\n"
     "  --version              show the version\n"
     "\n"
@@ -73,6 +80,12 @@ int main(int argc, char **argv)
             return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
         } else if (strcmp(a, "--dump-config-example") == 0) {
             swd_config_write_example(stdout);
+            return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
+        } else if (strcmp(a, "--dump-status-doc") == 0) {
+            sw_status_write_doc(stdout);
+            return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
+        } else if (strcmp(a, "--dump-metrics-doc") == 0) {
+            swd_metrics_write_doc(stdout);
             return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
         } else if (strcmp(a, "--until-done") == 0) {
             until_done = true;

@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "members.h"
+#include "status.h"
 #include "wire.h"
 
 /* ---- rendering ---------------------------------------------------------- */
@@ -146,28 +147,27 @@ static void metrics_sample(metrics_buf *b, const char *name, const char *suffix,
     metrics_puts(b, "\n");
 }
 
-/* status[section][key], or NULL. */
-static const json_t *metrics_field(const json_t *st, const char *section, const char *key)
+/* One sample of v (a number, or a boolean as 0/1); nothing for anything else. */
+static void metrics_value(metrics_buf *b, const sw_status_def *d, const char *help, const json_t *v)
 {
-    return json_object_get(json_object_get(st, section), key);
+    if (!json_is_number(v) && !(d->type == SW_STATUS_TYPE_BOOL && json_is_boolean(v))) return;
+    char num[METRICS_NUM_MAX];
+    metrics_family(b, d->metric, sw_status_kind_text(d->kind), help);
+    metrics_sample(b, d->metric, NULL, NULL, metrics_fmt_json(num, v));
 }
 
-/* A family of one unlabelled sample from status[section][key]: left out
- * when the field is missing, null or not a number. */
-static void metrics_scalar(metrics_buf *b, const json_t *st, const char *section, const char *key,
-                           const char *name, const char *type, const char *help)
+static void metrics_count(metrics_buf *b, const sw_status_def *d, const char *help, size_t n)
 {
-    const json_t *v = metrics_field(st, section, key);
-    if (!json_is_number(v)) return;
     char num[METRICS_NUM_MAX];
-    metrics_family(b, name, type, help);
-    metrics_sample(b, name, NULL, NULL, metrics_fmt_json(num, v));
+    snprintf(num, sizeof num, "%zu", n);
+    metrics_family(b, d->metric, sw_status_kind_text(d->kind), help);
+    metrics_sample(b, d->metric, NULL, NULL, num);
 }
 
 /* One sample per key of obj whose value is a number, labelled label=KEY;
  * nothing when there is none. */
-static void metrics_by_label(metrics_buf *b, const json_t *obj, const char *label, const char *name,
-                             const char *type, const char *help)
+static void metrics_by_label(metrics_buf *b, const sw_status_def *d, const char *help,
+                             const json_t *obj)
 {
     const char *k;
     const json_t *v;
@@ -175,65 +175,98 @@ static void metrics_by_label(metrics_buf *b, const json_t *obj, const char *labe
     json_object_foreach((json_t *)obj, k, v)
     {
         if (!json_is_number(v)) continue;
-        if (!any) metrics_family(b, name, type, help);
+        if (!any) metrics_family(b, d->metric, sw_status_kind_text(d->kind), help);
         any = true;
         char num[METRICS_NUM_MAX];
-        const char *labels[] = {label, k, NULL};
-        metrics_sample(b, name, NULL, labels, metrics_fmt_json(num, v));
+        const char *labels[] = {d->label, k, NULL};
+        metrics_sample(b, d->metric, NULL, labels, metrics_fmt_json(num, v));
     }
 }
 
-static void metrics_info(metrics_buf *b, const json_t *st)
+/* An older status without swarm.peers_by_state: the peers array counted by state. */
+static void metrics_peers_counted(metrics_buf *b, const sw_status_def *d, const char *help,
+                                  const json_t *peers)
 {
-    static const char *const keys[][2] = {
-        {"id", "node_id"}, {"run_id", "run_id"}, {"version", "version"}};
-    const char *labels[2 * 3 + 1];
+    json_t *counted = json_object();
+    if (!counted) {
+        b->oom = true;
+        return;
+    }
+    for (int s = SWD_PEER_JOINING; s <= SWD_PEER_LEFT; s++)
+        json_object_set_new(counted, swd_peer_state_name((swd_peer_state)s), json_integer(0));
+    size_t i;
+    const json_t *p;
+    json_array_foreach(peers, i, p)
+    {
+        const char *state = json_string_value(sw_status_get(p, SW_STATUS_PEER_STATE));
+        if (!state) continue;
+        json_int_t n = json_integer_value(json_object_get(counted, state));
+        json_object_set_new(counted, state, json_integer(n + 1));
+    }
+    metrics_by_label(b, d, help, counted);
+    json_decref(counted);
+}
+
+/* The one sample 1 of an INFO metric, labelled by every string field naming it. */
+static void metrics_info(metrics_buf *b, const json_t *st, sw_status_field first, const char *help)
+{
+    const char *metric = sw_status_def_of(first)->metric;
+    const char *labels[2 * SW_STATUS_COUNT + 1];
     size_t n = 0;
-    for (size_t i = 0; i < 3; i++) {
-        const char *v = json_string_value(metrics_field(st, "node", keys[i][0]));
+    for (int f = first; f < SW_STATUS_COUNT; f++) {
+        const sw_status_def *d = sw_status_def_of((sw_status_field)f);
+        if (!d->metric || strcmp(d->metric, metric) != 0) continue;
+        const char *v = json_string_value(sw_status_get(st, (sw_status_field)f));
         if (!v) continue;
-        labels[n++] = keys[i][1];
+        labels[n++] = d->label;
         labels[n++] = v;
     }
     labels[n] = NULL;
     if (!n) return;
-    metrics_family(b, "swarmd_info", "gauge",
-                   "Always 1; the labels name this node, its run and the swarmd version.");
-    metrics_sample(b, "swarmd_info", NULL, labels, "1");
+    metrics_family(b, metric, "gauge", help);
+    metrics_sample(b, metric, NULL, labels, "1");
 }
 
-/* One series per node state, 1 for the current one: a state absent from
- * the scrape would make "how long was it paused" queries lie. */
-static void metrics_node_state(metrics_buf *b, const json_t *st)
+/* The values a STATESET can take.  node.state is the only one: the
+ * daemon's node states. */
+static const char *metrics_state_value(sw_status_field f, int i)
 {
-    const char *cur = json_string_value(metrics_field(st, "node", "state"));
+    SW_ASSERT(f == SW_STATUS_NODE_STATE);
+    int s = SWD_STATE_JOINING + i;
+    return s <= SWD_STATE_SYNCING ? swd_node_state_name((swd_node_state)s) : NULL;
+}
+
+/* One series per value, 1 for the current one: a value absent from the
+ * scrape would make "how long was it paused" queries lie. */
+static void metrics_stateset(metrics_buf *b, const json_t *st, sw_status_field f, const char *help)
+{
+    const sw_status_def *d = sw_status_def_of(f);
+    const char *cur = json_string_value(sw_status_get(st, f));
     if (!cur) return;
-    metrics_family(b, "swarmd_node_state", "gauge",
-                   "1 for the node's current state (joining, training, paused, done, "
-                   "syncing), 0 for the others.");
+    metrics_family(b, d->metric, "gauge", help);
     bool known = false;
-    for (int s = SWD_STATE_JOINING; s <= SWD_STATE_SYNCING; s++) {
-        const char *name = swd_node_state_name((swd_node_state)s);
+    const char *name;
+    for (int i = 0; (name = metrics_state_value(f, i)) != NULL; i++) {
         bool is = strcmp(name, cur) == 0;
         known = known || is;
-        const char *labels[] = {"state", name, NULL};
-        metrics_sample(b, "swarmd_node_state", NULL, labels, is ? "1" : "0");
+        const char *labels[] = {d->label, name, NULL};
+        metrics_sample(b, d->metric, NULL, labels, is ? "1" : "0");
     }
     if (!known) {
-        const char *labels[] = {"state", cur, NULL};
-        metrics_sample(b, "swarmd_node_state", NULL, labels, "1");
+        const char *labels[] = {d->label, cur, NULL};
+        metrics_sample(b, d->metric, NULL, labels, "1");
     }
 }
 
-/* train.step_seconds as a histogram; left out unless it is consistent
- * (bounds increasing, cumulative counts never decreasing nor above count). */
-static void metrics_histogram(metrics_buf *b, const json_t *st)
+/* h as a histogram; left out unless it is consistent (bounds increasing,
+ * cumulative counts never decreasing nor above count). */
+static void metrics_histogram(metrics_buf *b, const sw_status_def *d, const char *help,
+                              const json_t *h)
 {
-    const json_t *h = metrics_field(st, "train", "step_seconds");
-    const json_t *bounds = json_object_get(h, "buckets");
-    const json_t *counts = json_object_get(h, "counts");
-    const json_t *count = json_object_get(h, "count");
-    const json_t *sum = json_object_get(h, "sum");
+    const json_t *bounds = json_object_get(h, SW_STATUS_HIST_BUCKETS);
+    const json_t *counts = json_object_get(h, SW_STATUS_HIST_COUNTS);
+    const json_t *count = json_object_get(h, SW_STATUS_HIST_COUNT);
+    const json_t *sum = json_object_get(h, SW_STATUS_HIST_SUM);
     if (!json_is_array(bounds) || !json_is_array(counts) || !json_is_integer(count) ||
         !json_is_number(sum) || json_array_size(bounds) != json_array_size(counts))
         return;
@@ -252,101 +285,96 @@ static void metrics_histogram(metrics_buf *b, const json_t *st)
         prev_bound = bound;
         prev_count = c;
     }
-    const char *name = "swarmd_step_duration_seconds";
-    metrics_family(b, name, "histogram", "Wall time of this node's training steps.");
+    const char *name = d->metric;
+    metrics_family(b, name, "histogram", help);
     char le[METRICS_NUM_MAX], num[METRICS_NUM_MAX];
     for (size_t i = 0; i < n; i++) {
         const char *labels[] = {
-            "le", metrics_fmt_double(le, json_number_value(json_array_get(bounds, i))), NULL};
+            d->label, metrics_fmt_double(le, json_number_value(json_array_get(bounds, i))), NULL};
         metrics_sample(b, name, "_bucket", labels,
                        metrics_fmt_json(num, json_array_get(counts, i)));
     }
-    const char *inf[] = {"le", "+Inf", NULL};
+    const char *inf[] = {d->label, "+Inf", NULL};
     metrics_sample(b, name, "_bucket", inf, metrics_fmt_json(num, count));
     metrics_sample(b, name, "_sum", NULL, metrics_fmt_json(num, sum));
     metrics_sample(b, name, "_count", NULL, metrics_fmt_json(num, count));
 }
 
-static void metrics_peers(metrics_buf *b, const json_t *st)
+/* Whether a field before f names f's metric (the later INFO fields). */
+static bool metrics_named_before(sw_status_field f)
 {
-    const char *help = "Peers known to this node, by membership state.";
-    const json_t *by_state = metrics_field(st, "swarm", "peers_by_state");
-    const json_t *peers = json_object_get(st, "peers");
-    if (json_is_object(by_state)) {
-        metrics_by_label(b, by_state, "state", "swarmd_peers", "gauge", help);
-    } else if (json_is_array(peers)) {
-        /* an older status: count the peers table */
-        json_t *counted = json_object();
-        if (!counted) {
-            b->oom = true;
-            return;
-        }
-        for (int s = SWD_PEER_JOINING; s <= SWD_PEER_LEFT; s++)
-            json_object_set_new(counted, swd_peer_state_name((swd_peer_state)s), json_integer(0));
-        size_t i;
-        const json_t *p;
-        json_array_foreach(peers, i, p)
-        {
-            const char *state = json_string_value(json_object_get(p, "state"));
-            if (!state) continue;
-            json_int_t n = json_integer_value(json_object_get(counted, state));
-            json_object_set_new(counted, state, json_integer(n + 1));
-        }
-        metrics_by_label(b, counted, "state", "swarmd_peers", "gauge", help);
-        json_decref(counted);
+    const char *metric = sw_status_def_of(f)->metric;
+    for (int g = 0; g < (int)f; g++) {
+        const char *m = sw_status_def_of((sw_status_field)g)->metric;
+        if (m && strcmp(m, metric) == 0) return true;
     }
-    if (!json_is_array(peers)) return;
-    static const char *const flags[][3] = {
-        {"lagging", "swarmd_peers_lagging", "Peers no longer waited for (see max_staleness)."},
-        {"banned", "swarmd_peers_banned", "Peers caught equivocating."},
-    };
-    for (size_t f = 0; f < 2; f++) {
-        json_int_t n = 0;
-        size_t i;
-        const json_t *p;
-        json_array_foreach(peers, i, p) n += json_is_true(json_object_get(p, flags[f][0]));
-        char num[METRICS_NUM_MAX];
-        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, n);
-        metrics_family(b, flags[f][1], "gauge", flags[f][2]);
-        metrics_sample(b, flags[f][1], NULL, NULL, num);
-    }
+    return false;
 }
 
-static void metrics_swarm(metrics_buf *b, const json_t *st)
+#define METRICS_HELP_MAX 1024
+
+/* The HELP text of f's metric: its help, said of what the samples count
+ * when they are not f's value. */
+static const char *metrics_help(char out[METRICS_HELP_MAX], sw_status_field f)
 {
-    metrics_scalar(b, st, "swarm", "lag_updates", "swarmd_sync_lag_updates", "gauge",
-                   "How many updates the most advanced alive peer holds beyond this node.");
-    const json_t *agreement = metrics_field(st, "swarm", "agreement");
-    const json_t *agree = json_object_get(agreement, "agree");
-    if (json_is_boolean(agree)) {
-        metrics_family(b, "swarmd_digest_agreement", "gauge",
-                       "1 when every peer with this node's version vector reports its digest, "
-                       "0 when one differs (absent when no peer was comparable).");
-        metrics_sample(b, "swarmd_digest_agreement", NULL, NULL, json_is_true(agree) ? "1" : "0");
+    const sw_status_def *d = sw_status_def_of(f);
+    if (d->kind == SW_STATUS_KIND_INFO) {
+        size_t n = (size_t)snprintf(out, METRICS_HELP_MAX, "Always 1; its labels are");
+        const char *sep = " ";
+        for (int g = f; g < SW_STATUS_COUNT && n < METRICS_HELP_MAX; g++) {
+            const sw_status_def *e = sw_status_def_of((sw_status_field)g);
+            if (!e->metric || strcmp(e->metric, d->metric) != 0) continue;
+            n += (size_t)snprintf(out + n, METRICS_HELP_MAX - n, "%s%s (`%s`, %s)", sep, e->label,
+                                  e->path, e->help);
+            sep = ", ";
+        }
+        if (n < METRICS_HELP_MAX) snprintf(out + n, METRICS_HELP_MAX - n, ".");
+    } else if (d->kind == SW_STATUS_KIND_STATESET) {
+        snprintf(out, METRICS_HELP_MAX, "One series per `%s`, 1 for the current one: %s.", d->path,
+                 d->help);
+    } else if (d->type == SW_STATUS_TYPE_BOOL && sw_status_is_peer(f)) {
+        snprintf(out, METRICS_HELP_MAX, "Peers whose `%s` is true: %s.", d->path, d->help);
+    } else if (d->type == SW_STATUS_TYPE_TEXTS) {
+        snprintf(out, METRICS_HELP_MAX, "Entries of `%s`: %s.", d->path, d->help);
+    } else {
+        snprintf(out, METRICS_HELP_MAX, "%s.", d->help);
+        /* a sentence, as Prometheus' own HELP texts are */
+        if (out[0] >= 'a' && out[0] <= 'z') out[0] = (char)(out[0] - 'a' + 'A');
     }
-    const struct {
-        const char *key, *name, *help;
-    } counts[] = {
-        {"peers_compared", "swarmd_digest_peers_compared",
-         "Peers whose announced version vector equals this node's."},
-        {"peers_agree", "swarmd_digest_peers_agreeing",
-         "Of those, peers whose digest equals this node's."},
-    };
-    for (size_t i = 0; i < 2; i++) {
-        const json_t *v = json_object_get(agreement, counts[i].key);
-        if (!json_is_number(v)) continue;
-        char num[METRICS_NUM_MAX];
-        metrics_family(b, counts[i].name, "gauge", counts[i].help);
-        metrics_sample(b, counts[i].name, NULL, NULL, metrics_fmt_json(num, v));
-    }
-    const json_t *warnings = metrics_field(st, "swarm", "warnings");
-    if (json_is_array(warnings)) {
-        char num[METRICS_NUM_MAX];
-        snprintf(num, sizeof num, "%zu", json_array_size(warnings));
-        metrics_family(b, "swarmd_warnings", "gauge",
-                       "Warnings `swarmctl status` shows (lagging or suspect peers, bans, "
-                       "drops, digest disagreement).");
-        metrics_sample(b, "swarmd_warnings", NULL, NULL, num);
+    return out;
+}
+
+/* The samples of f's metric, from st. */
+static void metrics_field(metrics_buf *b, const json_t *st, sw_status_field f)
+{
+    const sw_status_def *d = sw_status_def_of(f);
+    char help[METRICS_HELP_MAX];
+    metrics_help(help, f);
+    const json_t *v = sw_status_get(st, f);
+    if (d->kind == SW_STATUS_KIND_INFO) {
+        metrics_info(b, st, f, help);
+    } else if (d->kind == SW_STATUS_KIND_STATESET) {
+        metrics_stateset(b, st, f, help);
+    } else if (d->kind == SW_STATUS_KIND_HISTOGRAM) {
+        metrics_histogram(b, d, help, v);
+    } else if (sw_status_is_peer(f)) {
+        const json_t *peers = sw_status_get(st, SW_STATUS_PEERS);
+        if (!json_is_array(peers)) return;
+        SW_ASSERT(d->type == SW_STATUS_TYPE_BOOL); /* counted over the peers */
+        size_t n = 0, i;
+        const json_t *p;
+        json_array_foreach(peers, i, p) n += json_is_true(sw_status_get(p, f));
+        metrics_count(b, d, help, n);
+    } else if (d->type == SW_STATUS_TYPE_COUNTS) {
+        const json_t *peers = sw_status_get(st, SW_STATUS_PEERS);
+        if (json_is_object(v))
+            metrics_by_label(b, d, help, v);
+        else if (f == SW_STATUS_SWARM_PEERS_BY_STATE && json_is_array(peers))
+            metrics_peers_counted(b, d, help, peers);
+    } else if (d->type == SW_STATUS_TYPE_TEXTS) {
+        if (json_is_array(v)) metrics_count(b, d, help, json_array_size(v));
+    } else {
+        metrics_value(b, d, help, v);
     }
 }
 
@@ -355,69 +383,43 @@ char *swd_metrics_render(const json_t *st)
     metrics_buf b = {0};
     metrics_puts(&b, "");
     if (!json_is_object(st)) goto done;
-
-    metrics_info(&b, st);
-    metrics_node_state(&b, st);
-    metrics_scalar(&b, st, "node", "step", "swarmd_step", "gauge",
-                   "This node's own training step.");
-    metrics_scalar(&b, st, "node", "max_steps", "swarmd_max_steps", "gauge",
-                   "The run's last step.");
-    metrics_scalar(&b, st, "node", "uptime_s", "swarmd_uptime_seconds", "gauge",
-                   "Seconds since swarmd started.");
-
-    metrics_scalar(&b, st, "train", "steps", "swarmd_steps_total", "counter",
-                   "Training steps taken by this process.");
-    metrics_scalar(&b, st, "train", "updates_made", "swarmd_updates_made_total", "counter",
-                   "Own updates made by this process.");
-    metrics_scalar(&b, st, "train", "loss", "swarmd_loss", "gauge",
-                   "Latest training loss, nats per token (absent before the first step).");
-    metrics_scalar(&b, st, "train", "steps_per_s", "swarmd_steps_per_second", "gauge",
-                   "Recent training speed.");
-    metrics_scalar(&b, st, "train", "scale", "swarmd_update_scale", "gauge",
-                   "Scale of this node's latest update.");
-    metrics_scalar(&b, st, "train", "saturations", "swarmd_saturations_total", "counter",
-                   "Parameter adds clamped to the fixed-point range (nonzero: replicas may "
-                   "differ).");
-    metrics_histogram(&b, st);
-
-    metrics_scalar(&b, st, "ledger", "updates", "swarmd_ledger_updates", "gauge",
-                   "Updates in the ledger.");
-    metrics_scalar(&b, st, "ledger", "checkpoint_updates", "swarmd_checkpoint_updates", "gauge",
-                   "Updates the newest checkpoint holds.");
-    metrics_scalar(&b, st, "model", "digest_updates", "swarmd_digest_updates", "gauge",
-                   "Updates the current model digest covers.");
-
-    metrics_scalar(&b, st, "net", "updates_in", "swarmd_updates_received_total", "counter",
-                   "Updates received from peers.");
-    metrics_scalar(&b, st, "net", "updates_applied", "swarmd_updates_applied_total", "counter",
-                   "Updates from peers ledgered and applied.");
-    metrics_scalar(&b, st, "net", "updates_out", "swarmd_updates_sent_total", "counter",
-                   "Updates sent to peers.");
-    metrics_scalar(&b, st, "net", "batches_out", "swarmd_batches_sent_total", "counter",
-                   "Update batches published.");
-    metrics_scalar(&b, st, "net", "msgs_in", "swarmd_messages_received_total", "counter",
-                   "Messages received on the swarm sockets.");
-    metrics_scalar(&b, st, "net", "msgs_out", "swarmd_messages_sent_total", "counter",
-                   "Messages sent on the swarm sockets.");
-    const json_t *dropped = metrics_field(st, "net", "dropped");
-    if (json_is_object(dropped))
-        metrics_by_label(&b, dropped, "reason", "swarmd_messages_dropped_total", "counter",
-                         "Messages dropped, by reason.");
-    metrics_scalar(&b, st, "net", "bytes_in", "swarmd_bytes_received_total", "counter",
-                   "Payload bytes received on the swarm sockets.");
-    metrics_scalar(&b, st, "net", "bytes_out", "swarmd_bytes_sent_total", "counter",
-                   "Payload bytes sent on the swarm sockets.");
-    metrics_scalar(&b, st, "net", "requests_failed", "swarmd_sync_requests_failed_total", "counter",
-                   "Sync requests to peers that failed or timed out.");
-
-    metrics_peers(&b, st);
-    metrics_swarm(&b, st);
+    for (int f = 0; f < SW_STATUS_COUNT; f++) {
+        if (sw_status_def_of((sw_status_field)f)->kind == SW_STATUS_KIND_NONE ||
+            metrics_named_before((sw_status_field)f))
+            continue;
+        metrics_field(&b, st, (sw_status_field)f);
+    }
 done:
     if (b.oom) {
         free(b.p);
         return NULL;
     }
     return b.p;
+}
+
+void swd_metrics_write_doc(FILE *out)
+{
+    fputs("| metric | type | labels | status field | meaning |\n", out);
+    fputs("| --- | --- | --- | --- | --- |\n", out);
+    for (int f = 0; f < SW_STATUS_COUNT; f++) {
+        const sw_status_def *d = sw_status_def_of((sw_status_field)f);
+        if (d->kind == SW_STATUS_KIND_NONE || metrics_named_before((sw_status_field)f)) continue;
+        fprintf(out, "| `%s` | %s | ", d->metric, sw_status_kind_text(d->kind));
+        /* the labels, then the fields: every field naming this metric */
+        for (int pass = 0; pass < 2; pass++) {
+            const char *sep = "";
+            for (int g = f; g < SW_STATUS_COUNT; g++) {
+                const sw_status_def *e = sw_status_def_of((sw_status_field)g);
+                if (!e->metric || strcmp(e->metric, d->metric) != 0) continue;
+                if (pass == 0 && !e->label) continue;
+                fprintf(out, "%s`%s`", sep, pass == 0 ? e->label : e->path);
+                sep = ", ";
+            }
+            fputs(" | ", out);
+        }
+        char help[METRICS_HELP_MAX];
+        fprintf(out, "%s |\n", metrics_help(help, (sw_status_field)f));
+    }
 }
 
 /* ---- the HTTP server ---------------------------------------------------- */

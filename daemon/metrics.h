@@ -4,10 +4,12 @@
  *  - swd_metrics_render turns a status object (the one `swarmctl status
  *    --json` prints, docs/cli.md) into the Prometheus text exposition format
  *    0.0.4.  The status is the one source of truth, so a scrape and a status
- *    taken at the same moment always agree.  Every metric, its type, labels
- *    and field are listed in docs/operations.md ("Metrics").  A field missing
- *    from the status (an older or partial one) or of the wrong JSON type
- *    leaves its metric out; nothing in the object can make it fail.
+ *    taken at the same moment always agree.  The metrics are the fields of
+ *    the status schema (core/status.h) that name one, in its order; the
+ *    table in docs/operations.md ("Metrics") is swd_metrics_write_doc's.  A
+ *    field missing from the status (an older or partial one) or of the
+ *    wrong JSON type leaves its metric out; nothing in the object can make
+ *    it fail.
  *
  *  - swd_metrics: a small HTTP server (libmicrohttpd, its own thread) that
  *    answers GET /metrics with the latest text handed to swd_metrics_publish.
@@ -26,6 +28,8 @@
 #ifndef SWD_METRICS_H
 #define SWD_METRICS_H
 
+#include <stdio.h>
+
 #include <jansson.h>
 
 #include "sw_error.h"
@@ -40,6 +44,9 @@
  * with no metrics).  NULL only when out of memory.
  */
 char *swd_metrics_render(const json_t *status);
+
+/* The metrics table of docs/operations.md (`swarmd --dump-metrics-doc`). */
+void swd_metrics_write_doc(FILE *out);
 
 typedef struct swd_metrics swd_metrics;
 

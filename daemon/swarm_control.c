@@ -17,6 +17,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "setup.h"
+#include "status.h"
 #include "swarm_int.h"
 
 static json_t *swarm_vv_json(const sw_vv *vv)
@@ -62,10 +63,22 @@ static bool swarm_vv_matches(const sw_vv *ours, const swd_vv_entry *e, size_t n)
     return theirs == k;
 }
 
-/* The swarm section of the status: lag, agreement, peers by state, warnings. */
-static json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
+/* An announced version vector as origin id -> count. */
+static json_t *swarm_vv_entries_json(const swd_vv_entry *e, size_t n)
 {
-    json_t *o = json_object(), *warn = json_array();
+    json_t *o = json_object();
+    for (size_t i = 0; i < n; i++) {
+        char hex[SWARM_HEX];
+        swarm_hex(e[i].origin, hex);
+        json_object_set_new(o, hex, json_integer((json_int_t)e[i].count));
+    }
+    return o;
+}
+
+/* The swarm section of the status: lag, agreement, peers by state, warnings. */
+static void swarm_status_swarm(swd_swarm *s, uint64_t now, json_t *v[SW_STATUS_COUNT])
+{
+    json_t *warn = json_array();
     size_t n = swd_members_count(s->members), by_state[5] = {0};
     swd_members_count_states(s->members, by_state);
     uint64_t lag = 0;
@@ -123,22 +136,28 @@ static json_t *swarm_status_swarm(swd_swarm *s, uint64_t now)
         snprintf(line, sizeof line, "%" PRIu64 " messages dropped: %s", total, detail);
         json_array_append_new(warn, json_string(line));
     }
-    json_object_set_new(o, "lag_updates", json_integer((json_int_t)lag));
-    json_object_set_new(o, "agreement",
-                        json_pack("{s:I,s:I,s:o}", "peers_compared", (json_int_t)compared,
-                                  "peers_agree", (json_int_t)agree, "agree",
-                                  compared ? json_boolean(agree == compared) : json_null()));
+    v[SW_STATUS_SWARM_LAG_UPDATES] = json_integer((json_int_t)lag);
+    v[SW_STATUS_SWARM_PEERS_COMPARED] = json_integer((json_int_t)compared);
+    v[SW_STATUS_SWARM_PEERS_AGREE] = json_integer((json_int_t)agree);
+    v[SW_STATUS_SWARM_AGREE] = compared ? json_boolean(agree == compared) : json_null();
     json_t *ps = json_object();
     for (int st = 0; st < 5; st++)
         json_object_set_new(ps, swd_peer_state_name((swd_peer_state)st),
                             json_integer((json_int_t)by_state[st]));
-    json_object_set_new(o, "peers_by_state", ps);
-    json_object_set_new(o, "warnings", warn);
-    return o;
+    v[SW_STATUS_SWARM_PEERS_BY_STATE] = ps;
+    v[SW_STATUS_SWARM_WARNINGS] = warn;
 }
 
-static json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
+static void swarm_status_train(const swd_swarm *s, json_t *v[SW_STATUS_COUNT])
 {
+    /* The latest window's mean; before the first window closes, the open one's. */
+    double loss = isfinite(s->loss) ? s->loss
+                  : s->win_steps    ? s->win_loss / (double)s->win_steps
+                                    : NAN;
+    v[SW_STATUS_TRAIN_LOSS] = isfinite(loss) ? json_real(loss) : json_null();
+    v[SW_STATUS_TRAIN_STEPS_PER_S] = json_real(s->steps_per_s);
+    v[SW_STATUS_TRAIN_SCALE] = json_real((double)s->last.scale);
+    v[SW_STATUS_TRAIN_SATURATIONS] = json_integer((json_int_t)s->last.saturations);
     json_t *hist = json_array();
     for (size_t i = 0; i < s->n_loss_hist; i++) {
         size_t k =
@@ -146,7 +165,7 @@ static json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
         json_array_append_new(hist,
                               isfinite(s->loss_hist[k]) ? json_real(s->loss_hist[k]) : json_null());
     }
-    json_object_set_new(train, "loss_history", hist);
+    v[SW_STATUS_TRAIN_LOSS_HISTORY] = hist;
     json_t *b = json_array(), *c = json_array();
     uint64_t cum = 0;
     for (size_t i = 0; i < SWD_STEP_BUCKETS; i++) {
@@ -154,106 +173,90 @@ static json_t *swarm_status_train_extra(const swd_swarm *s, json_t *train)
         json_array_append_new(b, json_real(swd_step_bucket_bounds[i]));
         json_array_append_new(c, json_integer((json_int_t)cum));
     }
-    json_object_set_new(train, "step_seconds",
-                        json_pack("{s:o,s:o,s:I,s:f}", "buckets", b, "counts", c, "count",
-                                  (json_int_t)(cum + s->step_hist[SWD_STEP_BUCKETS]), "sum",
-                                  s->step_seconds));
-    json_object_set_new(train, "steps", json_integer((json_int_t)s->steps_total));
-    json_object_set_new(train, "updates_made", json_integer((json_int_t)s->updates_made));
-    return train;
+    v[SW_STATUS_TRAIN_STEP_SECONDS] =
+        json_pack("{s:o,s:o,s:I,s:f}", SW_STATUS_HIST_BUCKETS, b, SW_STATUS_HIST_COUNTS, c,
+                  SW_STATUS_HIST_COUNT, (json_int_t)(cum + s->step_hist[SWD_STEP_BUCKETS]),
+                  SW_STATUS_HIST_SUM, s->step_seconds);
+    v[SW_STATUS_TRAIN_STEPS] = json_integer((json_int_t)s->steps_total);
+    v[SW_STATUS_TRAIN_UPDATES_MADE] = json_integer((json_int_t)s->updates_made);
 }
 
+static json_t *swarm_status_peer(const swd_peer *p, uint64_t now)
+{
+    json_t *v[SW_STATUS_COUNT] = {0};
+    v[SW_STATUS_PEER_ID] = swarm_hex_json(p->id);
+    v[SW_STATUS_PEER_STATE] = json_string(swd_peer_state_name(p->state));
+    v[SW_STATUS_PEER_NODE_STATE] =
+        json_string(p->has_announce ? swarm_node_state_text(p->node_state) : "unknown");
+    v[SW_STATUS_PEER_STEP] = json_integer((json_int_t)p->step);
+    v[SW_STATUS_PEER_LAST_SEEN_MS] =
+        p->last_seen_ms ? json_integer((json_int_t)(now - p->last_seen_ms)) : json_null();
+    v[SW_STATUS_PEER_ADDR] = json_string(p->pub_addr);
+    v[SW_STATUS_PEER_SYNC_ADDR] = json_string(p->sync_addr);
+    v[SW_STATUS_PEER_LEDGER_UPDATES] = json_integer((json_int_t)p->ledger_updates);
+    v[SW_STATUS_PEER_DIGEST] = p->has_digest ? swarm_hex_json(p->digest) : json_null();
+    v[SW_STATUS_PEER_DIGEST_VERSION_VECTOR] =
+        p->has_digest ? swarm_vv_entries_json(p->digest_vv, p->n_digest_vv) : json_null();
+    v[SW_STATUS_PEER_LAGGING] = json_boolean(p->lagging);
+    v[SW_STATUS_PEER_BANNED] = json_boolean(p->banned);
+    return sw_status_build(v, true);
+}
+
+/* The status object: every field of core/status.h's schema, by field. */
 json_t *swarm_status(swd_swarm *s)
 {
     uint64_t now = swarm_now_ms();
-    json_t *root = json_object();
-    json_t *node = json_object();
-    json_object_set_new(node, "id", swarm_hex_json(s->self));
-    json_object_set_new(node, "state", json_string(swarm_node_state_text(swarm_node_state(s))));
-    json_object_set_new(node, "step", json_integer((json_int_t)s->last.next_step));
-    json_object_set_new(node, "max_steps", json_integer((json_int_t)s->max_steps));
-    json_object_set_new(node, "run_id", swarm_hex_json(s->run_id));
-    json_object_set_new(node, "version", json_string(s->version));
-    json_object_set_new(node, "uptime_s", json_real(swarm_now_s() - s->t_start));
-    json_object_set_new(node, "pub_addr", json_string(s->pub_url));
-    json_object_set_new(node, "sync_addr", json_string(s->sync_url));
-    json_object_set_new(root, "node", node);
+    json_t *v[SW_STATUS_COUNT] = {0};
+    v[SW_STATUS_NODE_ID] = swarm_hex_json(s->self);
+    v[SW_STATUS_NODE_STATE] = json_string(swarm_node_state_text(swarm_node_state(s)));
+    v[SW_STATUS_NODE_STEP] = json_integer((json_int_t)s->last.next_step);
+    v[SW_STATUS_NODE_MAX_STEPS] = json_integer((json_int_t)s->max_steps);
+    v[SW_STATUS_NODE_RUN_ID] = swarm_hex_json(s->run_id);
+    v[SW_STATUS_NODE_VERSION] = json_string(s->version);
+    v[SW_STATUS_NODE_UPTIME_S] = json_real(swarm_now_s() - s->t_start);
+    v[SW_STATUS_NODE_PUB_ADDR] = json_string(s->pub_url);
+    v[SW_STATUS_NODE_SYNC_ADDR] = json_string(s->sync_url);
 
-    json_t *model = json_object();
-    json_object_set_new(model, "digest", s->digest_gen ? swarm_hex_json(s->digest) : json_null());
-    json_object_set_new(model, "digest_updates", json_integer((json_int_t)s->digest_count));
-    json_object_set_new(model, "digest_version_vector", swarm_vv_json(&s->digest_vv));
-    json_object_set_new(model, "version_vector", swarm_vv_json(&s->vv));
-    json_object_set_new(root, "model", model);
+    v[SW_STATUS_MODEL_DIGEST] = s->digest_gen ? swarm_hex_json(s->digest) : json_null();
+    v[SW_STATUS_MODEL_DIGEST_UPDATES] = json_integer((json_int_t)s->digest_count);
+    v[SW_STATUS_MODEL_DIGEST_VERSION_VECTOR] = swarm_vv_json(&s->digest_vv);
+    v[SW_STATUS_MODEL_VERSION_VECTOR] = swarm_vv_json(&s->vv);
 
-    json_t *train = json_object();
-    /* The latest window's mean; before the first window closes, the open one's. */
-    double loss = isfinite(s->loss) ? s->loss
-                  : s->win_steps    ? s->win_loss / (double)s->win_steps
-                                    : NAN;
-    json_object_set_new(train, "loss", isfinite(loss) ? json_real(loss) : json_null());
-    json_object_set_new(train, "steps_per_s", json_real(s->steps_per_s));
-    json_object_set_new(train, "scale", json_real((double)s->last.scale));
-    json_object_set_new(train, "saturations", json_integer((json_int_t)s->last.saturations));
-    json_object_set_new(root, "train", swarm_status_train_extra(s, train));
+    swarm_status_train(s, v);
 
-    json_t *ledger = json_object();
-    json_object_set_new(ledger, "updates", json_integer((json_int_t)s->last.ledger_count));
-    json_object_set_new(ledger, "checkpoint_updates",
-                        s->last.ckpt_count == UINT64_MAX
-                            ? json_integer(0)
-                            : json_integer((json_int_t)s->last.ckpt_count));
-    json_object_set_new(root, "ledger", ledger);
+    v[SW_STATUS_LEDGER_UPDATES] = json_integer((json_int_t)s->last.ledger_count);
+    v[SW_STATUS_LEDGER_CHECKPOINT_UPDATES] =
+        json_integer(s->last.ckpt_count == UINT64_MAX ? 0 : (json_int_t)s->last.ckpt_count);
 
     json_t *peers = json_array();
     size_t n = swd_members_count(s->members);
-    for (size_t i = 0; i < n; i++) {
-        const swd_peer *p = swd_members_at_const(s->members, i);
-        json_t *o = json_object();
-        json_object_set_new(o, "id", swarm_hex_json(p->id));
-        json_object_set_new(o, "state", json_string(swd_peer_state_name(p->state)));
-        json_object_set_new(
-            o, "node_state",
-            json_string(p->has_announce ? swarm_node_state_text(p->node_state) : "unknown"));
-        json_object_set_new(o, "step", json_integer((json_int_t)p->step));
-        json_object_set_new(o, "last_seen_ms",
-                            p->last_seen_ms ? json_integer((json_int_t)(now - p->last_seen_ms))
-                                            : json_null());
-        json_object_set_new(o, "addr", json_string(p->pub_addr));
-        json_object_set_new(o, "sync_addr", json_string(p->sync_addr));
-        json_object_set_new(o, "ledger_updates", json_integer((json_int_t)p->ledger_updates));
-        json_object_set_new(o, "digest", p->has_digest ? swarm_hex_json(p->digest) : json_null());
-        json_object_set_new(o, "lagging", json_boolean(p->lagging));
-        json_object_set_new(o, "banned", json_boolean(p->banned));
-        json_array_append_new(peers, o);
-    }
-    json_object_set_new(root, "peers", peers);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(peers, swarm_status_peer(swd_members_at_const(s->members, i), now));
+    v[SW_STATUS_PEERS] = peers;
 
     swd_net_stats ns;
     swd_net_get_stats(s->net, &ns);
-    json_t *net = json_object();
-    json_object_set_new(net, "bytes_out", json_integer((json_int_t)ns.bytes_out));
-    json_object_set_new(net, "bytes_in", json_integer((json_int_t)ns.bytes_in));
-    json_object_set_new(net, "msgs_out", json_integer((json_int_t)ns.msgs_out));
-    json_object_set_new(net, "msgs_in", json_integer((json_int_t)ns.msgs_in));
-    json_object_set_new(net, "updates_out", json_integer((json_int_t)s->updates_out));
-    json_object_set_new(net, "batches_out", json_integer((json_int_t)s->batches_out));
-    json_object_set_new(net, "updates_in", json_integer((json_int_t)s->updates_in));
-    json_object_set_new(net, "updates_applied", json_integer((json_int_t)s->updates_applied));
-    json_object_set_new(net, "bytes_per_update",
-                        s->updates_in ? json_real((double)ns.bytes_in / (double)s->updates_in)
-                                      : json_null());
-    json_object_set_new(net, "requests_failed", json_integer((json_int_t)ns.requests_failed));
-    json_object_set_new(net, "injected_drops", json_integer((json_int_t)ns.injected_drops));
+    v[SW_STATUS_NET_BYTES_OUT] = json_integer((json_int_t)ns.bytes_out);
+    v[SW_STATUS_NET_BYTES_IN] = json_integer((json_int_t)ns.bytes_in);
+    v[SW_STATUS_NET_MSGS_OUT] = json_integer((json_int_t)ns.msgs_out);
+    v[SW_STATUS_NET_MSGS_IN] = json_integer((json_int_t)ns.msgs_in);
+    v[SW_STATUS_NET_UPDATES_OUT] = json_integer((json_int_t)s->updates_out);
+    v[SW_STATUS_NET_BATCHES_OUT] = json_integer((json_int_t)s->batches_out);
+    v[SW_STATUS_NET_UPDATES_IN] = json_integer((json_int_t)s->updates_in);
+    v[SW_STATUS_NET_UPDATES_APPLIED] = json_integer((json_int_t)s->updates_applied);
+    v[SW_STATUS_NET_BYTES_PER_UPDATE] =
+        s->updates_in ? json_real((double)ns.bytes_in / (double)s->updates_in) : json_null();
+    v[SW_STATUS_NET_REQUESTS_FAILED] = json_integer((json_int_t)ns.requests_failed);
+    v[SW_STATUS_NET_INJECTED_DROPS] = json_integer((json_int_t)ns.injected_drops);
     json_t *dropped = json_object();
     for (int d = 0; d < SWD_DROP_COUNT; d++)
         json_object_set_new(dropped, swd_drop_name((swd_drop)d),
                             json_integer((json_int_t)s->dropped[d]));
     json_object_set_new(dropped, "queue_full", json_integer((json_int_t)ns.queue_dropped));
-    json_object_set_new(net, "dropped", dropped);
-    json_object_set_new(root, "net", net);
-    json_object_set_new(root, "swarm", swarm_status_swarm(s, now));
-    return root;
+    v[SW_STATUS_NET_DROPPED] = dropped;
+
+    swarm_status_swarm(s, now, v);
+    return sw_status_build(v, false);
 }
 
 /* A path argument of a control request: absolute, bounded. */
