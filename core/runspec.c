@@ -2,12 +2,14 @@
  * runspec: canonical serialisation (RFC 8785 / JCS), strict parsing and
  * comparison of run specs (runspec.h, docs/state.md).
  *
- * One table lists every key in canonical (sorted) order with where its value
- * lives; serialising, parsing and comparing all walk it, so they cannot
- * disagree about the set of keys.  Bounds live in sw_runspec_validate.
+ * The key lists of runspec.h expand into one table (sw_runspec_keys) of
+ * where each value lives, its type, default and bounds; serialising,
+ * parsing, comparing, the defaults and the bounds all walk it, so they
+ * cannot disagree about the set of keys.
  */
 #include "runspec.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -19,78 +21,79 @@
 #include "fileio.h"
 #include "trainer.h"
 
-typedef enum runspec_type {
-    RS_ADMISSION, /* string enum sw_admission */
-    RS_F32,       /* float, written as the double it converts to */
-    RS_INT,       /* int */
-    RS_BOOL,      /* bool */
-    RS_HEX32,     /* 32 bytes as 64 lower-case hex digits */
-    RS_PERTURB,   /* string enum sw_perturb */
-    RS_QUANT,     /* string enum sw_quant */
-    RS_SCHEDULE,  /* string enum sw_schedule */
-    RS_STRING,    /* char[SW_RUNSPEC_TRAINABLE_MAX + 1], printable ASCII */
-    RS_DOUBLE,    /* double */
-    RS_U64,       /* uint64_t */
-} runspec_type;
+#define RS_MEMBER(field) offsetof(sw_runspec, field), sizeof(((sw_runspec *)0)->field)
+#define RS_TRAIN_ROW(field, path, config, type, def, lo, hi, flags, doc)                           \
+    {path, "[train] " config, SW_RS_##type, RS_MEMBER(field), def, lo, hi, flags, true, doc},
+#define RS_FIXED_ROW(field, path, source, type, def, doc)                                          \
+    {path, source, SW_RS_##type, RS_MEMBER(field), def, 0, 0, 0, false, doc},
 
-typedef struct runspec_key {
-    const char *group; /* enclosing object, NULL at the top level */
-    const char *key;
-    const char *full; /* "group.key": what errors and sw_runspec_diff name */
-    runspec_type type;
-    size_t off;
-} runspec_key;
-
-#define RS_OFF(field) offsetof(sw_runspec, field)
-
-/* Sorted as JCS sorts: groups bytewise, keys bytewise within each group. */
-static const runspec_key runspec_keys[] = {
-    {"admission", "policy", "admission.policy", RS_ADMISSION, RS_OFF(admission)},
-    {"arch", "layer_norm_epsilon", "arch.layer_norm_epsilon", RS_F32,
-     RS_OFF(arch.layer_norm_epsilon)},
-    {"arch", "n_embd", "arch.n_embd", RS_INT, RS_OFF(arch.n_embd)},
-    {"arch", "n_head", "arch.n_head", RS_INT, RS_OFF(arch.n_head)},
-    {"arch", "n_layer", "arch.n_layer", RS_INT, RS_OFF(arch.n_layer)},
-    {"arch", "n_positions", "arch.n_positions", RS_INT, RS_OFF(arch.n_positions)},
-    {"arch", "tie_word_embeddings", "arch.tie_word_embeddings", RS_BOOL,
-     RS_OFF(arch.tie_word_embeddings)},
-    {"arch", "vocab_size", "arch.vocab_size", RS_INT, RS_OFF(arch.vocab_size)},
-    {NULL, "base_model", "base_model", RS_HEX32, RS_OFF(base_digest)},
-    {NULL, "format", "format", RS_INT, RS_OFF(format)},
-    {"train", "directions", "train.directions", RS_INT, RS_OFF(directions)},
-    {"train", "eps", "train.eps", RS_DOUBLE, RS_OFF(eps)},
-    {"train", "lr", "train.lr", RS_DOUBLE, RS_OFF(lr)},
-    {"train", "max_scale", "train.max_scale", RS_DOUBLE, RS_OFF(max_scale)},
-    {"train", "perturbation", "train.perturbation", RS_PERTURB, RS_OFF(perturb)},
-    {"train", "quantization", "train.quantization", RS_QUANT, RS_OFF(quant)},
-    {"train", "scale_window", "train.scale_window", RS_U64, RS_OFF(scale_window)},
-    {"train", "schedule", "train.schedule", RS_SCHEDULE, RS_OFF(schedule)},
-    {"train", "total_steps", "train.total_steps", RS_U64, RS_OFF(total_steps)},
-    {"train", "trainable", "train.trainable", RS_STRING, RS_OFF(trainable)},
-    {"train", "warmup_steps", "train.warmup_steps", RS_U64, RS_OFF(warmup_steps)},
-    {"train", "weight_decay", "train.weight_decay", RS_DOUBLE, RS_OFF(weight_decay)},
-};
-#define RS_NKEYS (sizeof(runspec_keys) / sizeof(runspec_keys[0]))
+const sw_runspec_key sw_runspec_keys[] = {SW_RUNSPEC_TRAIN_KEYS(RS_TRAIN_ROW)
+                                              SW_RUNSPEC_FIXED_KEYS(RS_FIXED_ROW)};
+const size_t sw_runspec_key_count = sizeof sw_runspec_keys / sizeof sw_runspec_keys[0];
+#define RS_NKEYS (sizeof sw_runspec_keys / sizeof sw_runspec_keys[0])
 
 static const char *const runspec_groups[] = {"admission", "arch", "train"};
+
+/* The group of a path ("train" of "train.lr"; NULL at the top level) and its key. */
+static size_t runspec_group_len(const char *path)
+{
+    const char *dot = strchr(path, '.');
+    return dot ? (size_t)(dot - path) : 0;
+}
+
+static const char *runspec_leaf(const char *path)
+{
+    const char *dot = strchr(path, '.');
+    return dot ? dot + 1 : path;
+}
+
+/* JCS order of two paths: by top-level member (the group, or the key
+ * itself at the top level), then by key within the group. */
+static int runspec_path_cmp(const char *a, const char *b)
+{
+    size_t la = runspec_group_len(a), lb = runspec_group_len(b);
+    size_t ta = la ? la : strlen(a), tb = lb ? lb : strlen(b);
+    int c = memcmp(a, b, ta < tb ? ta : tb);
+    if (c != 0) return c;
+    if (ta != tb) return ta < tb ? -1 : 1;
+    return strcmp(runspec_leaf(a), runspec_leaf(b));
+}
+
+/* The keys in canonical order (the lists are in the order of the docs). */
+static void runspec_sorted(const sw_runspec_key *out[RS_NKEYS])
+{
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const sw_runspec_key *k = &sw_runspec_keys[i];
+        size_t j = i;
+        for (; j > 0 && runspec_path_cmp(out[j - 1]->path, k->path) > 0; j--)
+            out[j] = out[j - 1];
+        out[j] = k;
+    }
+}
+
+const sw_runspec_key *sw_runspec_find(const char *path)
+{
+    for (size_t i = 0; i < RS_NKEYS; i++)
+        if (strcmp(sw_runspec_keys[i].path, path) == 0) return &sw_runspec_keys[i];
+    return NULL;
+}
+
+void sw_runspec_copy_key(sw_runspec *dst, const sw_runspec *src, const sw_runspec_key *k)
+{
+    memcpy((char *)dst + k->off, (const char *)src + k->off, k->size);
+}
+
+static int runspec_parse_text(const sw_runspec_key *k, const char *text, sw_runspec *rs);
 
 void sw_runspec_defaults(sw_runspec *rs)
 {
     memset(rs, 0, sizeof(*rs));
-    rs->format = SW_RUNSPEC_FORMAT;
-    rs->perturb = SW_PERTURB_RADEMACHER;
-    rs->schedule = SW_SCHEDULE_CONSTANT;
-    rs->lr = 1e-4;
-    rs->warmup_steps = 0;
-    rs->total_steps = 1000;
-    rs->directions = 1;
-    rs->max_scale = 1.0;
-    rs->eps = 1e-3;
-    rs->weight_decay = 0.0;
-    rs->trainable[0] = '\0';
-    rs->scale_window = 16;
-    rs->quant = SW_QUANT_INT8;
-    rs->admission = SW_ADMISSION_OPEN;
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const sw_runspec_key *k = &sw_runspec_keys[i];
+        if (k->def == NULL) continue;
+        int rc = runspec_parse_text(k, k->def, rs);
+        SW_ASSERT(rc == 0 && "a default of the table reads as its type");
+    }
 }
 
 static const char *runspec_quant_name(sw_quant q)
@@ -114,6 +117,36 @@ static int runspec_check_double(const char *name, const char *key, double v, dou
     if (ok) return 0;
     return sw_diag_set(diag, SW_EINVAL, "%s: %s: must be %s %.17g and %s %.17g, got %.17g", name,
                        key, lo_open ? ">" : ">=", lo, hi_open ? "<" : "<=", hi, v);
+}
+
+/* A number key of SW_RUNSPEC_TRAIN_KEYS within its bounds (others pass). */
+static int runspec_check_bounds(const sw_runspec *rs, const sw_runspec_key *k, const char *name,
+                                sw_diag *diag)
+{
+    const void *f = (const char *)rs + k->off;
+    bool lo_open = k->flags & SW_RSK_LO_OPEN, hi_open = k->flags & SW_RSK_HI_OPEN;
+    char got[32];
+    double v;
+    switch (k->type) {
+    case SW_RS_DOUBLE:
+        return runspec_check_double(name, k->path, *(const double *)f, k->lo, lo_open, k->hi,
+                                    hi_open, diag);
+    case SW_RS_U64:
+        v = (double)*(const uint64_t *)f;
+        snprintf(got, sizeof got, "%" PRIu64, *(const uint64_t *)f);
+        break;
+    case SW_RS_INT:
+        v = (double)*(const int *)f;
+        snprintf(got, sizeof got, "%d", *(const int *)f);
+        break;
+    default:
+        return 0;
+    }
+    /* Integer bounds are below 2^53: exact as doubles, and a value past them
+     * stays past them when rounded to a double. */
+    if ((lo_open ? v > k->lo : v >= k->lo) && (hi_open ? v < k->hi : v <= k->hi)) return 0;
+    return sw_diag_set(diag, SW_EINVAL, "%s: %s: must be %.0f..%.0f, got %s", name, k->path,
+                       k->lo, k->hi, got);
 }
 
 int sw_runspec_validate(const sw_runspec *rs, const char *name, sw_diag *diag)
@@ -141,28 +174,15 @@ int sw_runspec_validate(const sw_runspec *rs, const char *name, sw_diag *diag)
         return RS_BAD("train.perturbation", "unknown distribution %d", name, (int)rs->perturb);
     if (runspec_quant_name(rs->quant) == NULL)
         return RS_BAD("train.quantization", "unknown quantization %d", name, (int)rs->quant);
-    if (rs->directions < 1 || rs->directions > 64)
-        return RS_BAD("train.directions", "must be 1..64, got %d", name, rs->directions);
-    if ((rc = runspec_check_double(name, "train.lr", rs->lr, 0, true, 10, false, diag)) != 0)
-        return rc;
-    if ((rc = runspec_check_double(name, "train.eps", rs->eps, 0, true, 1, false, diag)) != 0)
-        return rc;
-    if ((rc = runspec_check_double(name, "train.max_scale", rs->max_scale, 0, true, 1e6, false,
-                                   diag)) != 0)
-        return rc;
-    if ((rc = runspec_check_double(name, "train.weight_decay", rs->weight_decay, 0, false, 1, true,
-                                   diag)) != 0)
-        return rc;
-    if (rs->total_steps < 1 || rs->total_steps > SW_RUNSPEC_MAX_STEPS)
-        return RS_BAD("train.total_steps", "must be 1..%llu, got %" PRIu64, name,
-                      SW_RUNSPEC_MAX_STEPS, rs->total_steps);
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const sw_runspec_key *k = &sw_runspec_keys[i];
+        if (!k->settable) continue;
+        if ((rc = runspec_check_bounds(rs, k, name, diag)) != 0) return rc;
+    }
     if (rs->warmup_steps > rs->total_steps)
         return RS_BAD("train.warmup_steps",
                       "must be <= train.total_steps (%" PRIu64 "), got %" PRIu64, name,
                       rs->total_steps, rs->warmup_steps);
-    if (rs->scale_window < 1 || rs->scale_window > SW_RUNSPEC_MAX_SCALE_WINDOW)
-        return RS_BAD("train.scale_window", "must be 1..%d, got %" PRIu64, name,
-                      SW_RUNSPEC_MAX_SCALE_WINDOW, rs->scale_window);
     size_t tlen = strnlen(rs->trainable, sizeof rs->trainable);
     if (tlen > SW_RUNSPEC_TRAINABLE_MAX)
         return RS_BAD("train.trainable", "longer than %d bytes", name, SW_RUNSPEC_TRAINABLE_MAX);
@@ -307,53 +327,62 @@ static void runspec_put_string(runspec_buf *b, const char *s)
     runspec_puts(b, "\"");
 }
 
-static const void *runspec_field(const sw_runspec *rs, const runspec_key *k)
+static const void *runspec_field(const sw_runspec *rs, const sw_runspec_key *k)
 {
     return (const char *)rs + k->off;
 }
 
-static void runspec_put_value(runspec_buf *b, const sw_runspec *rs, const runspec_key *k)
+static void runspec_put_value(runspec_buf *b, const sw_runspec *rs, const sw_runspec_key *k)
 {
     const void *f = runspec_field(rs, k);
     char tmp[72];
     switch (k->type) {
-    case RS_ADMISSION:
+    case SW_RS_ADMISSION:
         runspec_put_string(b, runspec_admission_name(*(const sw_admission *)f));
         break;
-    case RS_F32:
+    case SW_RS_F32:
         runspec_put_double(b, (double)*(const float *)f);
         break;
-    case RS_INT:
+    case SW_RS_INT:
         snprintf(tmp, sizeof tmp, "%d", *(const int *)f);
         runspec_puts(b, tmp);
         break;
-    case RS_BOOL:
+    case SW_RS_BOOL:
         runspec_puts(b, *(const bool *)f ? "true" : "false");
         break;
-    case RS_HEX32:
+    case SW_RS_HEX32:
         sodium_bin2hex(tmp, sizeof tmp, f, 32);
         runspec_put_string(b, tmp);
         break;
-    case RS_PERTURB:
+    case SW_RS_PERTURB:
         runspec_put_string(b, sw_perturb_name(*(const sw_perturb *)f));
         break;
-    case RS_QUANT:
+    case SW_RS_QUANT:
         runspec_put_string(b, runspec_quant_name(*(const sw_quant *)f));
         break;
-    case RS_SCHEDULE:
+    case SW_RS_SCHEDULE:
         runspec_put_string(b, sw_schedule_name(*(const sw_schedule *)f));
         break;
-    case RS_STRING:
+    case SW_RS_STRING:
         runspec_put_string(b, (const char *)f);
         break;
-    case RS_DOUBLE:
+    case SW_RS_DOUBLE:
         runspec_put_double(b, *(const double *)f);
         break;
-    case RS_U64:
+    case SW_RS_U64:
         snprintf(tmp, sizeof tmp, "%" PRIu64, *(const uint64_t *)f);
         runspec_puts(b, tmp);
         break;
     }
+}
+
+void sw_runspec_value_text(const sw_runspec *rs, const sw_runspec_key *k, char *buf, size_t size)
+{
+    if (size == 0) return;
+    char tmp[2 * SW_RUNSPEC_TRAINABLE_MAX + 16]; /* every byte escaped, and the quotes */
+    runspec_buf b = {tmp, sizeof tmp, 0, false};
+    runspec_put_value(&b, rs, k);
+    snprintf(buf, size, "%.*s", (int)b.len, tmp);
 }
 
 int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *len, sw_diag *diag)
@@ -361,27 +390,33 @@ int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *l
     int rc = sw_runspec_validate(rs, NULL, diag);
     if (rc != 0) return rc;
     runspec_buf b = {buf, size, 0, false};
+    const sw_runspec_key *keys[RS_NKEYS];
+    runspec_sorted(keys);
+    size_t open_len = 0; /* length of the open group's name, 0: none */
     const char *open_group = NULL;
     runspec_puts(&b, "{");
     for (size_t i = 0; i < RS_NKEYS; i++) {
-        const runspec_key *k = &runspec_keys[i];
-        bool same_group =
-            open_group != NULL && k->group != NULL && strcmp(open_group, k->group) == 0;
-        if (open_group != NULL && !same_group) {
+        const sw_runspec_key *k = keys[i];
+        size_t glen = runspec_group_len(k->path);
+        bool same_group = open_len != 0 && glen == open_len &&
+                          memcmp(open_group, k->path, glen) == 0;
+        if (open_len != 0 && !same_group) {
             runspec_puts(&b, "}");
-            open_group = NULL;
+            open_len = 0;
         }
         if (i > 0) runspec_puts(&b, ",");
-        if (k->group != NULL && !same_group) {
-            runspec_put_string(&b, k->group);
-            runspec_puts(&b, ":{");
-            open_group = k->group;
+        if (glen != 0 && !same_group) {
+            runspec_puts(&b, "\"");
+            runspec_put(&b, k->path, glen);
+            runspec_puts(&b, "\":{");
+            open_group = k->path;
+            open_len = glen;
         }
-        runspec_put_string(&b, k->key);
+        runspec_put_string(&b, runspec_leaf(k->path));
         runspec_puts(&b, ":");
         runspec_put_value(&b, rs, k);
     }
-    if (open_group != NULL) runspec_puts(&b, "}");
+    if (open_len != 0) runspec_puts(&b, "}");
     runspec_puts(&b, "}");
     if (b.overflow)
         return sw_diag_set(diag, SW_ETOOBIG, "run spec: canonical form needs more than %zu bytes",
@@ -421,83 +456,123 @@ int sw_runspec_train_spec(const sw_runspec *rs, sw_train_spec *out, sw_diag *dia
 
 /* ---- parsing ---- */
 
-static int runspec_parse_value(const runspec_key *k, json_t *v, const char *name, sw_runspec *rs,
+/* A default of the table (as a configuration writes it) into rs; -1 if it does not read. */
+static int runspec_parse_text(const sw_runspec_key *k, const char *text, sw_runspec *rs)
+{
+    void *f = (char *)rs + k->off;
+    char *end = NULL;
+    errno = 0;
+    switch (k->type) {
+    case SW_RS_INT:
+        *(int *)f = (int)strtol(text, &end, 10);
+        break;
+    case SW_RS_U64:
+        *(uint64_t *)f = strtoull(text, &end, 10);
+        break;
+    case SW_RS_DOUBLE:
+        *(double *)f = strtod(text, &end);
+        break;
+    case SW_RS_F32:
+        *(float *)f = strtof(text, &end);
+        break;
+    case SW_RS_BOOL:
+        *(bool *)f = strcmp(text, "true") == 0;
+        return *(bool *)f || strcmp(text, "false") == 0 ? 0 : -1;
+    case SW_RS_STRING:
+        return snprintf((char *)f, k->size, "%s", text) < (int)k->size ? 0 : -1;
+    case SW_RS_SCHEDULE:
+        return sw_schedule_parse(text, (sw_schedule *)f) == 0 ? 0 : -1;
+    case SW_RS_PERTURB:
+        return sw_perturb_parse(text, (sw_perturb *)f) == 0 ? 0 : -1;
+    case SW_RS_QUANT:
+        *(sw_quant *)f = SW_QUANT_INT8;
+        return strcmp(text, runspec_quant_name(SW_QUANT_INT8)) == 0 ? 0 : -1;
+    case SW_RS_ADMISSION:
+        *(sw_admission *)f = SW_ADMISSION_OPEN;
+        return strcmp(text, runspec_admission_name(SW_ADMISSION_OPEN)) == 0 ? 0 : -1;
+    case SW_RS_HEX32:
+        return -1;
+    }
+    return end != text && *end == '\0' && errno == 0 ? 0 : -1;
+}
+
+static int runspec_parse_value(const sw_runspec_key *k, json_t *v, const char *name, sw_runspec *rs,
                                sw_diag *diag)
 {
     void *f = (char *)rs + k->off;
     const char *str = NULL;
-    if (k->type == RS_ADMISSION || k->type == RS_HEX32 || k->type == RS_PERTURB ||
-        k->type == RS_QUANT || k->type == RS_SCHEDULE || k->type == RS_STRING) {
+    if (k->type == SW_RS_ADMISSION || k->type == SW_RS_HEX32 || k->type == SW_RS_PERTURB ||
+        k->type == SW_RS_QUANT || k->type == SW_RS_SCHEDULE || k->type == SW_RS_STRING) {
         if (!json_is_string(v))
-            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected a string", name, k->full);
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected a string", name, k->path);
         str = json_string_value(v);
         if (strlen(str) != json_string_length(v))
-            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: contains a NUL character", name, k->full);
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: contains a NUL character", name, k->path);
     }
     switch (k->type) {
-    case RS_ADMISSION:
+    case SW_RS_ADMISSION:
         if (strcmp(str, "open") != 0)
             return sw_diag_set(diag, SW_EUNSUPPORTED,
                                "%s: %s: unknown admission policy \"%.40s\" (supported: open)", name,
-                               k->full, str);
+                               k->path, str);
         *(sw_admission *)f = SW_ADMISSION_OPEN;
         return 0;
-    case RS_PERTURB:
+    case SW_RS_PERTURB:
         if (sw_perturb_parse(str, (sw_perturb *)f) != 0)
             return sw_diag_set(diag, SW_EINVAL,
                                "%s: %s: unknown distribution \"%.40s\" (rademacher, gaussian)",
-                               name, k->full, str);
+                               name, k->path, str);
         return 0;
-    case RS_SCHEDULE:
+    case SW_RS_SCHEDULE:
         if (sw_schedule_parse(str, (sw_schedule *)f) != 0)
             return sw_diag_set(diag, SW_EINVAL,
                                "%s: %s: unknown schedule \"%.40s\" (constant, linear, cosine)",
-                               name, k->full, str);
+                               name, k->path, str);
         return 0;
-    case RS_QUANT:
+    case SW_RS_QUANT:
         if (strcmp(str, "int8") != 0)
             return sw_diag_set(diag, SW_EUNSUPPORTED,
                                "%s: %s: unknown quantization \"%.40s\" (supported: int8)", name,
-                               k->full, str);
+                               k->path, str);
         *(sw_quant *)f = SW_QUANT_INT8;
         return 0;
-    case RS_HEX32: {
+    case SW_RS_HEX32: {
         size_t hl = strlen(str);
         bool ok = hl == 64;
         for (size_t i = 0; ok && i < hl; i++)
             ok = (str[i] >= '0' && str[i] <= '9') || (str[i] >= 'a' && str[i] <= 'f');
         if (!ok)
             return sw_diag_set(diag, SW_EINVAL, "%s: %s: expected 64 lower-case hex digits", name,
-                               k->full);
+                               k->path);
         size_t got = 0;
         if (sodium_hex2bin(f, 32, str, hl, NULL, &got, NULL) != 0 || got != 32)
             return sw_diag_set(diag, SW_EINVAL, "%s: %s: expected 64 lower-case hex digits", name,
-                               k->full);
+                               k->path);
         return 0;
     }
-    case RS_STRING:
+    case SW_RS_STRING:
         if (strlen(str) > SW_RUNSPEC_TRAINABLE_MAX)
-            return sw_diag_set(diag, SW_ETOOBIG, "%s: %s: longer than %d bytes", name, k->full,
+            return sw_diag_set(diag, SW_ETOOBIG, "%s: %s: longer than %d bytes", name, k->path,
                                SW_RUNSPEC_TRAINABLE_MAX);
         strcpy((char *)f, str);
         return 0;
-    case RS_BOOL:
+    case SW_RS_BOOL:
         if (!json_is_boolean(v))
-            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected true or false", name, k->full);
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected true or false", name, k->path);
         *(bool *)f = json_is_true(v);
         return 0;
-    case RS_INT:
-    case RS_U64: {
+    case SW_RS_INT:
+    case SW_RS_U64: {
         if (!json_is_integer(v))
-            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected an integer", name, k->full);
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected an integer", name, k->path);
         json_int_t i = json_integer_value(v);
         /* Past 2^53 a JCS reader could not hold the value exactly. */
         if (i < 0 || i > ((json_int_t)1 << 53))
-            return sw_diag_set(diag, SW_EINVAL, "%s: %s: %lld is out of range", name, k->full,
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: %lld is out of range", name, k->path,
                                (long long)i);
-        if (k->type == RS_INT) {
+        if (k->type == SW_RS_INT) {
             if (i > 0x7fffffff)
-                return sw_diag_set(diag, SW_EINVAL, "%s: %s: %lld is out of range", name, k->full,
+                return sw_diag_set(diag, SW_EINVAL, "%s: %s: %lld is out of range", name, k->path,
                                    (long long)i);
             *(int *)f = (int)i;
         } else {
@@ -505,26 +580,33 @@ static int runspec_parse_value(const runspec_key *k, json_t *v, const char *name
         }
         return 0;
     }
-    case RS_F32:
-    case RS_DOUBLE: {
+    case SW_RS_F32:
+    case SW_RS_DOUBLE: {
         if (!json_is_number(v))
-            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected a number", name, k->full);
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: expected a number", name, k->path);
         double d = json_number_value(v);
         if (!isfinite(d))
-            return sw_diag_set(diag, SW_EINVAL, "%s: %s: not a finite number", name, k->full);
-        if (k->type == RS_DOUBLE) {
+            return sw_diag_set(diag, SW_EINVAL, "%s: %s: not a finite number", name, k->path);
+        if (k->type == SW_RS_DOUBLE) {
             *(double *)f = d;
             return 0;
         }
         /* Only the exact value of a float32 is canonical. */
         if (!(fabs(d) <= 3.4028234663852886e38) || (double)(float)d != d)
             return sw_diag_set(diag, SW_EINVAL, "%s: %s: %.17g is not exactly a float32 value",
-                               name, k->full, d);
+                               name, k->path, d);
         *(float *)f = (float)d;
         return 0;
     }
     }
     return SW_EINVAL;
+}
+
+static bool runspec_in_group(const sw_runspec_key *k, const char *group)
+{
+    size_t glen = runspec_group_len(k->path);
+    if (group == NULL) return glen == 0;
+    return glen == strlen(group) && memcmp(k->path, group, glen) == 0;
 }
 
 /* Every key of obj must be one of group's; every one of group's must be present. */
@@ -541,10 +623,8 @@ static int runspec_parse_object(json_t *obj, const char *group, const char *name
                 known = known || strcmp(key, runspec_groups[g]) == 0;
         }
         for (size_t i = 0; !known && i < RS_NKEYS; i++) {
-            const runspec_key *k = &runspec_keys[i];
-            bool in_group = group == NULL ? k->group == NULL
-                                          : (k->group != NULL && strcmp(k->group, group) == 0);
-            known = in_group && strcmp(k->key, key) == 0;
+            const sw_runspec_key *k = &sw_runspec_keys[i];
+            known = runspec_in_group(k, group) && strcmp(runspec_leaf(k->path), key) == 0;
         }
         if (!known) {
             if (group == NULL)
@@ -552,13 +632,13 @@ static int runspec_parse_object(json_t *obj, const char *group, const char *name
             return sw_diag_set(diag, SW_EFORMAT, "%s: %s.%.64s: unknown key", name, group, key);
         }
     }
+    const sw_runspec_key *keys[RS_NKEYS];
+    runspec_sorted(keys);
     for (size_t i = 0; i < RS_NKEYS; i++) {
-        const runspec_key *k = &runspec_keys[i];
-        bool in_group =
-            group == NULL ? k->group == NULL : (k->group != NULL && strcmp(k->group, group) == 0);
-        if (!in_group) continue;
-        json_t *val = json_object_get(obj, k->key);
-        if (val == NULL) return sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing", name, k->full);
+        const sw_runspec_key *k = keys[i];
+        if (!runspec_in_group(k, group)) continue;
+        json_t *val = json_object_get(obj, runspec_leaf(k->path));
+        if (val == NULL) return sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing", name, k->path);
         int rc = runspec_parse_value(k, val, name, rs, diag);
         if (rc != 0) return rc;
     }
@@ -645,46 +725,48 @@ int sw_runspec_write(const char *path, const sw_runspec *rs, sw_diag *diag)
 
 const char *sw_runspec_diff(const sw_runspec *a, const sw_runspec *b)
 {
+    const sw_runspec_key *keys[RS_NKEYS];
+    runspec_sorted(keys);
     for (size_t i = 0; i < RS_NKEYS; i++) {
-        const runspec_key *k = &runspec_keys[i];
+        const sw_runspec_key *k = keys[i];
         const void *fa = runspec_field(a, k), *fb = runspec_field(b, k);
         bool eq = true;
         switch (k->type) {
-        case RS_ADMISSION:
+        case SW_RS_ADMISSION:
             eq = *(const sw_admission *)fa == *(const sw_admission *)fb;
             break;
-        case RS_F32:
+        case SW_RS_F32:
             eq = *(const float *)fa == *(const float *)fb;
             break;
-        case RS_INT:
+        case SW_RS_INT:
             eq = *(const int *)fa == *(const int *)fb;
             break;
-        case RS_BOOL:
+        case SW_RS_BOOL:
             eq = *(const bool *)fa == *(const bool *)fb;
             break;
-        case RS_HEX32:
+        case SW_RS_HEX32:
             eq = memcmp(fa, fb, 32) == 0;
             break;
-        case RS_PERTURB:
+        case SW_RS_PERTURB:
             eq = *(const sw_perturb *)fa == *(const sw_perturb *)fb;
             break;
-        case RS_QUANT:
+        case SW_RS_QUANT:
             eq = *(const sw_quant *)fa == *(const sw_quant *)fb;
             break;
-        case RS_SCHEDULE:
+        case SW_RS_SCHEDULE:
             eq = *(const sw_schedule *)fa == *(const sw_schedule *)fb;
             break;
-        case RS_STRING:
+        case SW_RS_STRING:
             eq = strncmp(fa, fb, SW_RUNSPEC_TRAINABLE_MAX + 1) == 0;
             break;
-        case RS_DOUBLE:
+        case SW_RS_DOUBLE:
             eq = *(const double *)fa == *(const double *)fb;
             break;
-        case RS_U64:
+        case SW_RS_U64:
             eq = *(const uint64_t *)fa == *(const uint64_t *)fb;
             break;
         }
-        if (!eq) return k->full;
+        if (!eq) return k->path;
     }
     return NULL;
 }

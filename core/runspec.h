@@ -23,13 +23,13 @@
  *            "n_head":2,"n_layer":2,"n_positions":128,
  *            "tie_word_embeddings":true,"vocab_size":50257},
  *    "base_model":"<64 hex digits>","format":1,
- *    "train":{"directions":1,"eps":0.001,"lr":0.0001,"max_scale":1,
+ *    "train":{"directions":1,"eps":0.001,"lr":0.0001,"max_scale":0.0123,
  *             "perturbation":"rademacher","quantization":"int8",
- *             "scale_window":16,"schedule":"constant","total_steps":1000,
- *             "trainable":"","warmup_steps":0,"weight_decay":0}}
+ *             "scale_window":64,"schedule":"constant","total_steps":1000,
+ *             "trainable":".*","warmup_steps":0,"weight_decay":0}}
  *
  * Parsing is strict: every key is required, an unknown key is an error, every
- * value is bounded (SW_RUNSPEC_* below); errors name the key ("train.lr").
+ * value is bounded (the key lists below); errors name the key ("train.lr").
  * Any JSON with the same values parses to the same struct whatever its
  * spacing or key order; the run id is always computed from the re-serialised
  * canonical bytes.
@@ -76,19 +76,151 @@ typedef struct sw_runspec {
     uint64_t warmup_steps;                        /* <= total_steps */
     uint64_t total_steps;                         /* 1 .. SW_RUNSPEC_MAX_STEPS */
     int directions;                               /* 1 .. 64 */
-    double max_scale;                             /* (0, 1e6], finite */
+    double max_scale;                             /* (0, 1e6], finite; 0 only to calibrate */
     double eps;                                   /* (0, 1], finite */
     double weight_decay;                          /* [0, 1), finite (-0 reads as 0) */
-    char trainable[SW_RUNSPEC_TRAINABLE_MAX + 1]; /* PCRE2 pattern, "" = every tensor */
+    char trainable[SW_RUNSPEC_TRAINABLE_MAX + 1]; /* PCRE2 pattern, unanchored search */
     uint64_t scale_window;                        /* 1 .. SW_RUNSPEC_MAX_SCALE_WINDOW */
     sw_quant quant;                               /* "quantization" */
     sw_admission admission;                       /* "admission": {"policy": ...} */
 } sw_runspec;
 
+/* The C type of a run-spec key's member of sw_runspec, and its JSON form. */
+typedef enum sw_runspec_type {
+    SW_RS_INT,       /* int, a JSON integer */
+    SW_RS_U64,       /* uint64_t, a JSON integer below 2^53 */
+    SW_RS_DOUBLE,    /* double */
+    SW_RS_F32,       /* float, written as the double it converts to */
+    SW_RS_BOOL,      /* bool */
+    SW_RS_HEX32,     /* 32 bytes as 64 lower-case hex digits */
+    SW_RS_STRING,    /* char[SW_RUNSPEC_TRAINABLE_MAX + 1], printable ASCII */
+    SW_RS_SCHEDULE,  /* sw_schedule by name */
+    SW_RS_PERTURB,   /* sw_perturb by name */
+    SW_RS_QUANT,     /* sw_quant by name */
+    SW_RS_ADMISSION, /* sw_admission by name */
+} sw_runspec_type;
+
+/* Flags of a run-spec key. */
+#define SW_RSK_LO_OPEN 1u   /* the lower bound is excluded */
+#define SW_RSK_HI_OPEN 2u   /* the upper bound is excluded */
+#define SW_RSK_ADOPT 4u     /* a joiner whose configuration leaves it out takes the swarm's */
+#define SW_RSK_CALIBRATE 8u /* 0 in the configuration: measured by the founder's first start */
+
 /*
- * Defaults for everything except base_digest and arch (zeroed): rademacher,
- * constant, lr 1e-4, warmup 0, total_steps 1000, directions 1, max_scale 1,
- * eps 1e-3, weight_decay 0, trainable "", scale_window 16, int8, open.
+ * The run spec's keys, each once.  Everything else about a key is generated
+ * from these lists or walks them: the canonical writer, the parser and the
+ * comparison (runspec.c), the defaults and the bounds (sw_runspec_defaults,
+ * sw_runspec_validate), swarmd's [train] configuration rows and their
+ * reference in docs/configuration.md (daemon/config.c), the messages that
+ * name the configuration key, what a joiner adopts (daemon/setup.c) and the
+ * run-spec section of `swarmctl status`.  Every key is part of the run
+ * identity: the run id hashes them all.  Adding a key is one line here, the
+ * member of sw_runspec, and its use.
+ *
+ * Keys an operator sets, in [train] of swarmd's configuration:
+ *   X(field, path, config, type, def, lo, hi, flags, doc)
+ *   field   the member of sw_runspec
+ *   path    the key as the canonical JSON nests it and errors name it
+ *   config  its name in [train]
+ *   type    SW_RS_ without the prefix
+ *   def     the default, as a configuration file writes it
+ *   lo, hi  bounds of a number (inclusive unless flags say otherwise)
+ *   flags   SW_RSK_*
+ *   doc     one line: what it means
+ * In the order of the configuration reference; the canonical writer sorts.
+ */
+// clang-format off
+#define SW_RUNSPEC_TRAIN_KEYS(X) \
+    X(total_steps, "train.total_steps", "max_steps", U64, "1000", 1, SW_RUNSPEC_MAX_STEPS, \
+      SW_RSK_ADOPT, \
+      "training steps this node makes; also the length of the `linear` and `cosine` schedules") \
+    X(lr, "train.lr", "lr", DOUBLE, "1e-4", 0, 10, SW_RSK_ADOPT | SW_RSK_LO_OPEN, \
+      "peak learning rate") \
+    X(eps, "train.eps", "eps", DOUBLE, "1e-3", 0, 1, SW_RSK_ADOPT | SW_RSK_LO_OPEN, \
+      "perturbation size: the loss is measured at W + eps*z and W - eps*z") \
+    X(schedule, "train.schedule", "schedule", SCHEDULE, "constant", 0, 0, SW_RSK_ADOPT, \
+      "learning-rate schedule after warmup, a function of the origin's step") \
+    X(warmup_steps, "train.warmup_steps", "warmup_steps", U64, "0", 0, SW_RUNSPEC_MAX_STEPS, \
+      SW_RSK_ADOPT, "training steps of linear warmup (at most `max_steps`)") \
+    X(weight_decay, "train.weight_decay", "weight_decay", DOUBLE, "0", 0, 1, \
+      SW_RSK_ADOPT | SW_RSK_HI_OPEN, \
+      "decoupled weight decay per training step, times the learning rate") \
+    X(perturb, "train.perturbation", "perturbation", PERTURB, "rademacher", 0, 0, SW_RSK_ADOPT, \
+      "distribution of the direction z: +-1 per parameter, or a committed table of normal " \
+      "quantiles") \
+    X(directions, "train.directions", "directions", INT, "1", 1, 64, SW_RSK_ADOPT, \
+      "n-SPSA: directions (updates) per training step, all on the same minibatch") \
+    X(trainable, "train.trainable", "trainable", STRING, ".*", 0, 0, SW_RSK_ADOPT, \
+      "PCRE2 regular expression over canonical tensor names (`h.0.attn.c_attn.weight`, " \
+      "`wte.weight`, ...): only matching tensors are perturbed and updated") \
+    X(max_scale, "train.max_scale", "max_scale", DOUBLE, "0", 0, 1e6, \
+      SW_RSK_ADOPT | SW_RSK_LO_OPEN | SW_RSK_CALIBRATE, \
+      "cap on every update's quantization scale (bounds one update's influence); 0: " \
+      "calibrated from the first steps of the first start, then fixed in the run spec") \
+    X(scale_window, "train.scale_window", "scale_window", U64, "64", 1, \
+      SW_RUNSPEC_MAX_SCALE_WINDOW, SW_RSK_ADOPT, \
+      "training steps of running |g| statistics that set the next batch's scale")
+
+/*
+ * Keys that come from the base model or that this version fixes:
+ *   X(field, path, source, type, def, doc)
+ *   source  what sets it, for messages ("[model] path"), or NULL
+ *   def     the value sw_runspec_defaults gives, or NULL (zero: from the model)
+ */
+#define SW_RUNSPEC_FIXED_KEYS(X) \
+    X(format, "format", NULL, INT, "1", "version of the run spec's format") \
+    X(base_digest, "base_model", "[model] path", HEX32, NULL, \
+      "digest of the base model's float weights (sw_gpt2_digest)") \
+    X(arch.layer_norm_epsilon, "arch.layer_norm_epsilon", "[model] path", F32, NULL, \
+      "the base model's layer-norm epsilon") \
+    X(arch.n_embd, "arch.n_embd", "[model] path", INT, NULL, "the base model's width") \
+    X(arch.n_head, "arch.n_head", "[model] path", INT, NULL, "the base model's attention heads") \
+    X(arch.n_layer, "arch.n_layer", "[model] path", INT, NULL, "the base model's blocks") \
+    X(arch.n_positions, "arch.n_positions", "[model] path", INT, NULL, \
+      "the base model's context in tokens") \
+    X(arch.tie_word_embeddings, "arch.tie_word_embeddings", "[model] path", BOOL, NULL, \
+      "whether the output head is the token embedding") \
+    X(arch.vocab_size, "arch.vocab_size", "[model] path", INT, NULL, \
+      "the base model's vocabulary") \
+    X(quant, "train.quantization", NULL, QUANT, "int8", \
+      "how a projected gradient is quantized into an update (int8: q in -127..127)") \
+    X(admission, "admission.policy", NULL, ADMISSION, "open", \
+      "who may join (open: anyone holding the run spec)")
+// clang-format on
+
+/* One run-spec key, as both lists above describe it. */
+typedef struct sw_runspec_key {
+    const char *path;   /* "train.lr" */
+    const char *config; /* what sets it: "[train] lr", "[model] path", or NULL */
+    sw_runspec_type type;
+    size_t off, size;   /* of the member in sw_runspec */
+    const char *def;    /* default as a configuration writes it, or NULL */
+    double lo, hi;      /* bounds of a number key of SW_RUNSPEC_TRAIN_KEYS */
+    unsigned flags;     /* SW_RSK_* */
+    bool settable;      /* from SW_RUNSPEC_TRAIN_KEYS */
+    const char *doc;
+} sw_runspec_key;
+
+/* Every key: SW_RUNSPEC_TRAIN_KEYS first, in their order, then the fixed ones. */
+extern const sw_runspec_key sw_runspec_keys[];
+extern const size_t sw_runspec_key_count;
+
+/* The key of a path ("train.lr"), or NULL. */
+const sw_runspec_key *sw_runspec_find(const char *path);
+
+/*
+ * The value of key k of rs as the canonical JSON writes it (strings quoted),
+ * NUL-terminated in buf (truncated to fit).
+ */
+void sw_runspec_value_text(const sw_runspec *rs, const sw_runspec_key *k, char *buf, size_t size);
+
+/* Copies key k's value from src to dst. */
+void sw_runspec_copy_key(sw_runspec *dst, const sw_runspec *src, const sw_runspec_key *k);
+
+/*
+ * Every key at its table default; base_digest and arch zero (they come
+ * from the model).  max_scale's default is 0, "calibrate": a spec is valid
+ * once the founder has calibrated it or the operator set it.
  */
 void sw_runspec_defaults(sw_runspec *rs);
 

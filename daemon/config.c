@@ -29,6 +29,28 @@ const char *const swd_catch_up_names[] = {"auto", "replay", "snapshot", NULL};
 
 #define F(field) offsetof(swd_config, field)
 
+/* A run-spec key of SW_RUNSPEC_TRAIN_KEYS as a [train] row, by its type.
+ * A key that may be 0 to calibrate takes 0 here however its run-spec
+ * bound reads; sw_runspec_validate checks the calibrated value. */
+#define CONFIG_RS_U64(lo, hi, fl) .type = SWD_CFG_UINT64, .umin = (lo), .umax = (hi)
+#define CONFIG_RS_INT(lo, hi, fl) .type = SWD_CFG_INT32, .imin = (lo), .imax = (hi)
+#define CONFIG_RS_DOUBLE(lo, hi, fl)                                                               \
+    .type = SWD_CFG_DOUBLE, .dmin = (lo), .dmax = (hi),                                            \
+    .dmin_exclusive = ((fl) & SW_RSK_LO_OPEN) && !((fl) & SW_RSK_CALIBRATE),                       \
+    .dmax_exclusive = ((fl) & SW_RSK_HI_OPEN) != 0
+#define CONFIG_RS_SCHEDULE(lo, hi, fl) .type = SWD_CFG_ENUM, .enum_values = swd_schedule_names
+#define CONFIG_RS_PERTURB(lo, hi, fl) .type = SWD_CFG_ENUM, .enum_values = swd_perturb_names
+#define CONFIG_RS_STRING(lo, hi, fl)                                                               \
+    .type = SWD_CFG_CHARS, .smax = SW_RUNSPEC_TRAINABLE_MAX
+#define CONFIG_RUNSPEC_ROW(field_, path_, name_, type_, def_, lo_, hi_, fl_, doc_)                 \
+    {.section = "train",                                                                           \
+     .name = name_,                                                                                \
+     .offset = F(spec.field_),                                                                     \
+     .def = def_,                                                                                  \
+     .run_spec = true,                                                                             \
+     .doc = doc_,                                                                                  \
+     CONFIG_RS_##type_(lo_, hi_, fl_)},
+
 /*
  * The table.  Order is the order of the docs and the example.  Bounds are
  * what the code can honour, not what is sensible: the doc line says that.
@@ -238,16 +260,6 @@ const swd_cfg_key swd_config_keys[] = {
 
     /* [train] */
     {.section = "train",
-     .name = "max_steps",
-     .type = SWD_CFG_UINT64,
-     .offset = F(max_steps),
-     .def = "1000",
-     .umin = 1,
-     .umax = SW_RUNSPEC_MAX_STEPS,
-     .run_spec = true,
-     .doc = "training steps this node makes; also the length of the `linear` and `cosine` "
-            "schedules"},
-    {.section = "train",
      .name = "batch_size",
      .type = SWD_CFG_INT,
      .offset = F(batch_size),
@@ -263,99 +275,6 @@ const swd_cfg_key swd_config_keys[] = {
      .imin = 0,
      .imax = 65536,
      .doc = "records are cut to this many tokens; 0: the model's context (`n_positions`)"},
-    {.section = "train",
-     .name = "lr",
-     .type = SWD_CFG_DOUBLE,
-     .offset = F(lr),
-     .def = "1e-4",
-     .dmin = 0,
-     .dmax = 10,
-     .dmin_exclusive = true,
-     .run_spec = true,
-     .doc = "peak learning rate"},
-    {.section = "train",
-     .name = "eps",
-     .type = SWD_CFG_DOUBLE,
-     .offset = F(eps),
-     .def = "1e-3",
-     .dmin = 0,
-     .dmax = 1,
-     .dmin_exclusive = true,
-     .run_spec = true,
-     .doc = "perturbation size: the loss is measured at W + eps*z and W - eps*z"},
-    {.section = "train",
-     .name = "schedule",
-     .type = SWD_CFG_ENUM,
-     .offset = F(schedule),
-     .def = "constant",
-     .enum_values = swd_schedule_names,
-     .run_spec = true,
-     .doc = "learning-rate schedule after warmup, a function of the origin's step"},
-    {.section = "train",
-     .name = "warmup_steps",
-     .type = SWD_CFG_UINT64,
-     .offset = F(warmup_steps),
-     .def = "0",
-     .umin = 0,
-     .umax = SW_RUNSPEC_MAX_STEPS,
-     .run_spec = true,
-     .doc = "training steps of linear warmup (at most `max_steps`)"},
-    {.section = "train",
-     .name = "weight_decay",
-     .type = SWD_CFG_DOUBLE,
-     .offset = F(weight_decay),
-     .def = "0",
-     .dmin = 0,
-     .dmax = 1,
-     .dmax_exclusive = true,
-     .run_spec = true,
-     .doc = "decoupled weight decay per training step, times the learning rate"},
-    {.section = "train",
-     .name = "perturbation",
-     .type = SWD_CFG_ENUM,
-     .offset = F(perturbation),
-     .def = "rademacher",
-     .enum_values = swd_perturb_names,
-     .run_spec = true,
-     .doc = "distribution of the direction z: +-1 per parameter, or a committed table of "
-            "normal quantiles"},
-    {.section = "train",
-     .name = "directions",
-     .type = SWD_CFG_INT,
-     .offset = F(directions),
-     .def = "1",
-     .imin = 1,
-     .imax = 64,
-     .run_spec = true,
-     .doc = "n-SPSA: directions (updates) per training step, all on the same minibatch"},
-    {.section = "train",
-     .name = "trainable",
-     .type = SWD_CFG_STRING,
-     .offset = F(trainable),
-     .def = ".*",
-     .smax = SW_RUNSPEC_TRAINABLE_MAX,
-     .run_spec = true,
-     .doc = "PCRE2 regular expression over canonical tensor names (`h.0.attn.c_attn.weight`, "
-            "`wte.weight`, ...): only matching tensors are perturbed and updated"},
-    {.section = "train",
-     .name = "max_scale",
-     .type = SWD_CFG_DOUBLE,
-     .offset = F(max_scale),
-     .def = "0",
-     .dmin = 0,
-     .dmax = 1e6,
-     .run_spec = true,
-     .doc = "cap on every update's quantization scale (bounds one update's influence); 0: "
-            "calibrated from the first steps of the first start, then fixed in the run spec"},
-    {.section = "train",
-     .name = "scale_window",
-     .type = SWD_CFG_INT,
-     .offset = F(scale_window),
-     .def = "64",
-     .imin = 1,
-     .imax = SW_RUNSPEC_MAX_SCALE_WINDOW,
-     .run_spec = true,
-     .doc = "training steps of running |g| statistics that set the next batch's scale"},
     {.section = "train",
      .name = "seed",
      .type = SWD_CFG_UINT64,
@@ -373,9 +292,15 @@ const swd_cfg_key swd_config_keys[] = {
      .imin = 0,
      .imax = 1024,
      .doc = "worker threads of the trainer; 0: one per online CPU (results do not depend on it)"},
+    /* The run spec's keys: core/runspec.h, SW_RUNSPEC_TRAIN_KEYS. */
+    SW_RUNSPEC_TRAIN_KEYS(CONFIG_RUNSPEC_ROW)
 };
 
 const size_t swd_config_key_count = sizeof swd_config_keys / sizeof swd_config_keys[0];
+
+/* An ENUM row writes an int: the run spec's enums must be one. */
+_Static_assert(sizeof(sw_schedule) == sizeof(int) && sizeof(sw_perturb) == sizeof(int),
+               "enum members of sw_runspec are ints");
 
 static const char *const config_sections[] = {"node", "model", "data", "train"};
 #define CONFIG_N_SECTIONS (sizeof config_sections / sizeof config_sections[0])
@@ -476,6 +401,7 @@ static void config_range_text(const swd_cfg_key *k, char *buf, size_t size)
     char a[64], b[64];
     switch (k->type) {
     case SWD_CFG_INT:
+    case SWD_CFG_INT32:
         snprintf(buf, size, "%" PRId64 "..%" PRId64, k->imin, k->imax);
         break;
     case SWD_CFG_UINT64:
@@ -557,7 +483,15 @@ static int config_set(swd_config *cfg, const swd_cfg_key *k, const char *text, c
         *(char **)config_field(cfg, k) = dup;
         return 0;
     }
-    case SWD_CFG_INT: {
+    case SWD_CFG_CHARS:
+        if (strlen(text) > k->smax) {
+            snprintf(why, why_size, "longer than %zu bytes", k->smax);
+            return -1;
+        }
+        snprintf(config_field(cfg, k), k->smax + 1, "%s", text);
+        return 0;
+    case SWD_CFG_INT:
+    case SWD_CFG_INT32: {
         int64_t v;
         if (config_parse_i64(text, &v) != 0) {
             snprintf(why, why_size, "'%s' is not an integer", text);
@@ -568,7 +502,10 @@ static int config_set(swd_config *cfg, const swd_cfg_key *k, const char *text, c
             snprintf(why, why_size, "%s is out of range (%s)", text, range);
             return -1;
         }
-        *(int64_t *)config_field(cfg, k) = v;
+        if (k->type == SWD_CFG_INT32)
+            *(int *)config_field(cfg, k) = (int)v; /* the bounds fit an int */
+        else
+            *(int64_t *)config_field(cfg, k) = v;
         return 0;
     }
     case SWD_CFG_UINT64: {
@@ -634,8 +571,14 @@ const char *swd_config_value_text(const swd_config *cfg, const swd_cfg_key *k, c
     case SWD_CFG_PATH:
         snprintf(buf, size, "%s", *(char *const *)p ? *(char *const *)p : "");
         break;
+    case SWD_CFG_CHARS:
+        snprintf(buf, size, "%s", (const char *)p);
+        break;
     case SWD_CFG_INT:
         snprintf(buf, size, "%" PRId64, *(const int64_t *)p);
+        break;
+    case SWD_CFG_INT32:
+        snprintf(buf, size, "%d", *(const int *)p);
         break;
     case SWD_CFG_UINT64:
         snprintf(buf, size, "%" PRIu64, *(const uint64_t *)p);
@@ -666,6 +609,8 @@ void swd_config_fini(swd_config *cfg)
 int swd_config_defaults(swd_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
+    /* The keys no configuration row sets (format, quantization, ...). */
+    sw_runspec_defaults(&cfg->spec);
     for (size_t i = 0; i < swd_config_key_count; i++) {
         const swd_cfg_key *k = &swd_config_keys[i];
         if (!k->def) continue;
@@ -953,7 +898,7 @@ static void config_check_path(config_parse *p, const swd_cfg_key *k, int line)
 
 static void config_check_regex(config_parse *p, const swd_cfg_key *k, int line)
 {
-    const char *pattern = *(char **)config_field(p->cfg, k);
+    const char *pattern = config_field(p->cfg, k); /* SWD_CFG_CHARS */
     int err = 0;
     PCRE2_SIZE off = 0;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &err, &off, NULL);
@@ -1042,10 +987,10 @@ int swd_config_load(const char *file, swd_config *out)
     const swd_cfg_key *trainable = swd_config_find("train", "trainable");
     config_check_regex(&p, trainable, p.seen_line[trainable - swd_config_keys]);
     const swd_cfg_key *warm = swd_config_find("train", "warmup_steps");
-    if (cfg.warmup_steps > cfg.max_steps)
+    if (cfg.spec.warmup_steps > cfg.spec.total_steps)
         config_error(&p, p.seen_line[warm - swd_config_keys], warm,
-                     "%" PRIu64 " exceeds max_steps (%" PRIu64 ")", cfg.warmup_steps,
-                     cfg.max_steps);
+                     "%" PRIu64 " exceeds max_steps (%" PRIu64 ")", cfg.spec.warmup_steps,
+                     cfg.spec.total_steps);
 
     if (p.n_errors > SWD_CONFIG_MAX_ERRORS)
         swd_log(SWD_LOG_ERROR, "more configuration errors not shown", "file=%s count=%d",
@@ -1074,8 +1019,9 @@ fail:
 
 static const char *config_type_name(swd_cfg_type t)
 {
-    static const char *const names[] = {"string", "path", "int", "uint64",
-                                        "double", "bool", "enum"};
+    /* INT32 and CHARS read and document as int and string. */
+    static const char *const names[] = {"string", "path", "int", "uint64", "double",
+                                        "bool",   "enum", "int", "string"};
     return names[t];
 }
 

@@ -8,7 +8,9 @@
  *     by `swarmd --dump-config-doc`; a test compares it with the file);
  *   - the example configuration deploy/swarmd.example.ini
  *     (swd_config_write_example, `swarmd --dump-config-example`).
- * Add a key by adding a field to swd_config and a row to the table.
+ * Add a key by adding a field to swd_config and a row to the table; the
+ * run-spec keys of [train] are generated from core/runspec.h's
+ * SW_RUNSPEC_TRAIN_KEYS and held in swd_config.spec.
  *
  * Relative paths in a configuration file are relative to the directory of
  * that file; the loaded swd_config holds them resolved.
@@ -26,6 +28,7 @@
 #include <stdio.h>
 
 #include "log.h"
+#include "runspec.h"
 #include "update.h"
 
 /* A configuration file larger than this is refused before it is read. */
@@ -69,21 +72,13 @@ typedef struct swd_config {
     char *train_path;
 
     /* [train] */
-    uint64_t max_steps;
     int64_t batch_size;
     int64_t seq_len; /* 0: the model's context */
-    double lr;
-    double eps;
-    int schedule; /* sw_schedule */
-    uint64_t warmup_steps;
-    double weight_decay;
-    int perturbation; /* sw_perturb */
-    int64_t directions;
-    char *trainable;  /* PCRE2 pattern over canonical tensor names */
-    double max_scale; /* 0: calibrate on the first start */
-    int64_t scale_window;
     uint64_t seed;
     int64_t threads; /* 0: every online CPU */
+    /* The run-spec keys of [train] (SW_RUNSPEC_TRAIN_KEYS; max_scale 0:
+     * calibrate on the first start); the model's keys stay zero here. */
+    sw_runspec spec;
 
     /* Which table rows the file set (by index into swd_config_keys): a joiner
      * adopts the swarm's run spec and refuses only values it set itself. */
@@ -98,6 +93,8 @@ typedef enum swd_cfg_type {
     SWD_CFG_DOUBLE,
     SWD_CFG_BOOL,
     SWD_CFG_ENUM, /* int: index into enum_values */
+    SWD_CFG_INT32, /* int within [imin, imax] */
+    SWD_CFG_CHARS, /* a string held in a char[smax + 1] */
 } swd_cfg_type;
 
 /* What a SWD_CFG_PATH must name when the configuration is loaded. */

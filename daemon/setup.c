@@ -31,87 +31,44 @@ static int setup_fail(int exit_code, const char *what, const sw_diag *d, int rc)
     return exit_code;
 }
 
-/* The configuration key that sets a run-spec key, for messages. */
-static const char *setup_config_key(const char *spec_key)
+/*
+ * "the run spec fixes X but the configuration gives Y" for key, naming what
+ * sets the key (core/runspec.h's table: "[train] lr", "[model] path").
+ */
+static void setup_log_conflict(const char *file, const char *key, const sw_runspec *fixed,
+                               const sw_runspec *given, const char *fixer, const char *hint)
 {
-    static const struct {
-        const char *spec, *config;
-    } map[] = {
-        {"train.total_steps", "[train] max_steps"},
-        {"train.warmup_steps", "[train] warmup_steps"},
-        {"train.lr", "[train] lr"},
-        {"train.eps", "[train] eps"},
-        {"train.schedule", "[train] schedule"},
-        {"train.perturbation", "[train] perturbation"},
-        {"train.directions", "[train] directions"},
-        {"train.max_scale", "[train] max_scale"},
-        {"train.weight_decay", "[train] weight_decay"},
-        {"train.trainable", "[train] trainable"},
-        {"train.scale_window", "[train] scale_window"},
-        {"base_model", "[model] path"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(map[i].spec, spec_key) == 0) return map[i].config;
-    if (strncmp(spec_key, "arch.", 5) == 0) return "[model] path";
-    return NULL;
+    const sw_runspec_key *k = sw_runspec_find(key);
+    char was[600], now[600], msg[SETUP_PATH_MAX + 1600];
+    const char *what = k->type == SW_RS_HEX32 ? "digest " : "";
+    sw_runspec_value_text(fixed, k, was, sizeof was);
+    sw_runspec_value_text(given, k, now, sizeof now);
+    if (k->config && strcmp(k->config, "[model] path") == 0)
+        snprintf(msg, sizeof msg,
+                 "%s: %s: %s fixes %s %s%s but this node's model has %s%s (every member "
+                 "trains the same base model)",
+                 file, k->config, fixer, key, what, was, what, now);
+    else if (k->config)
+        snprintf(msg, sizeof msg, "%s: %s: %s fixes %s but this node's configuration gives %s (%s)",
+                 file, k->config, fixer, was, now, hint);
+    else
+        snprintf(msg, sizeof msg, "%s: %s: %s fixes %s but this swarmd would write %s (%s)", file,
+                 key, fixer, was, now, hint);
+    swd_log(SWD_LOG_ERROR, msg, "key=%s", key);
 }
 
-/* A run-spec value as text, for messages. */
-static void setup_spec_value(const sw_runspec *rs, const char *key, char *buf, size_t size)
-{
-    char hex[2 * SW_GPT2_DIGEST_BYTES + 1];
-    if (strcmp(key, "train.total_steps") == 0)
-        snprintf(buf, size, "%" PRIu64, rs->total_steps);
-    else if (strcmp(key, "train.warmup_steps") == 0)
-        snprintf(buf, size, "%" PRIu64, rs->warmup_steps);
-    else if (strcmp(key, "train.lr") == 0)
-        snprintf(buf, size, "%.17g", rs->lr);
-    else if (strcmp(key, "train.eps") == 0)
-        snprintf(buf, size, "%.17g", rs->eps);
-    else if (strcmp(key, "train.schedule") == 0)
-        snprintf(buf, size, "%s", sw_schedule_name(rs->schedule));
-    else if (strcmp(key, "train.perturbation") == 0)
-        snprintf(buf, size, "%s", sw_perturb_name(rs->perturb));
-    else if (strcmp(key, "train.directions") == 0)
-        snprintf(buf, size, "%d", rs->directions);
-    else if (strcmp(key, "train.max_scale") == 0)
-        snprintf(buf, size, "%.17g", rs->max_scale);
-    else if (strcmp(key, "train.weight_decay") == 0)
-        snprintf(buf, size, "%.17g", rs->weight_decay);
-    else if (strcmp(key, "train.trainable") == 0)
-        snprintf(buf, size, "'%s'", rs->trainable);
-    else if (strcmp(key, "train.scale_window") == 0)
-        snprintf(buf, size, "%" PRIu64, rs->scale_window);
-    else if (strcmp(key, "base_model") == 0) {
-        sw_digest_hex(rs->base_digest, hex);
-        snprintf(buf, size, "digest %s", hex);
-    } else if (strncmp(key, "arch.", 5) == 0) {
-        snprintf(buf, size,
-                 "architecture n_layer=%d n_head=%d n_embd=%d n_positions=%d vocab_size=%d "
-                 "tied=%s",
-                 rs->arch.n_layer, rs->arch.n_head, rs->arch.n_embd, rs->arch.n_positions,
-                 rs->arch.vocab_size, rs->arch.tie_word_embeddings ? "true" : "false");
-    } else
-        snprintf(buf, size, "(see runspec.json)");
-}
-
-/* The run spec the configuration describes (max_scale may still be 0). */
+/* The run spec the configuration describes (a calibrated key may still be 0). */
 static void setup_runspec(const swd_config *cfg, const sw_gpt2 *base, sw_runspec *rs)
 {
-    sw_runspec_defaults(rs);
+    *rs = cfg->spec;
     sw_gpt2_digest(base, rs->base_digest);
     rs->arch = base->cfg;
-    rs->perturb = (sw_perturb)cfg->perturbation;
-    rs->schedule = (sw_schedule)cfg->schedule;
-    rs->lr = cfg->lr;
-    rs->warmup_steps = cfg->warmup_steps;
-    rs->total_steps = cfg->max_steps;
-    rs->directions = (int)cfg->directions;
-    rs->max_scale = cfg->max_scale;
-    rs->eps = cfg->eps;
-    rs->weight_decay = cfg->weight_decay;
-    snprintf(rs->trainable, sizeof rs->trainable, "%s", cfg->trainable);
-    rs->scale_window = (uint64_t)cfg->scale_window;
+}
+
+/* A key the configuration leaves to calibration (0 in a SW_RSK_CALIBRATE key). */
+static bool setup_to_calibrate(const sw_runspec *rs, const sw_runspec_key *k)
+{
+    return (k->flags & SW_RSK_CALIBRATE) && *(const double *)((const char *)rs + k->off) == 0;
 }
 
 static void setup_trainer_config(const swd_config *cfg, const sw_runspec *rs,
@@ -227,68 +184,45 @@ static int setup_check_existing(const char *path, sw_runspec *rs)
     sw_runspec stored;
     int rc = sw_runspec_load(path, &stored, &d);
     if (rc != 0) return setup_fail(SWD_EXIT_FAIL, "run spec", &d, rc);
-    if (rs->max_scale == 0) rs->max_scale = stored.max_scale;
+    for (size_t i = 0; i < sw_runspec_key_count; i++)
+        if (setup_to_calibrate(rs, &sw_runspec_keys[i]))
+            sw_runspec_copy_key(rs, &stored, &sw_runspec_keys[i]);
     const char *key = sw_runspec_diff(&stored, rs);
     if (!key) return SWD_EXIT_OK;
-    const char *ckey = setup_config_key(key);
-    char was[320], now[320], msg[SETUP_PATH_MAX + 1024];
-    setup_spec_value(&stored, key, was, sizeof was);
-    setup_spec_value(rs, key, now, sizeof now);
-    if (ckey)
-        snprintf(msg, sizeof msg,
-                 "%s: %s: the run spec fixes %s but the configuration gives %s (a run's "
-                 "swarm-wide values cannot change; use a new state_dir for a new run)",
-                 path, ckey, was, now);
-    else
-        snprintf(msg, sizeof msg, "%s: %s differs from what this swarmd would write", path, key);
-    swd_log(SWD_LOG_ERROR, msg, "key=%s", key);
+    setup_log_conflict(path, key, &stored, rs, "the run spec",
+                       "a run's swarm-wide values cannot change; use a new state_dir for a new "
+                       "run");
     return SWD_EXIT_USAGE;
 }
 
-static bool setup_given(const swd_config *cfg, const char *section, const char *name)
+/* Whether the configuration file set the [train] key of run-spec key k. */
+static bool setup_given(const swd_config *cfg, const sw_runspec_key *k)
 {
-    const swd_cfg_key *k = swd_config_find(section, name);
-    return k && cfg->given[k - swd_config_keys];
+    const char *name = strchr(k->config, ' ') + 1; /* "[train] lr" */
+    const swd_cfg_key *row = swd_config_find("train", name);
+    return row && cfg->given[row - swd_config_keys];
 }
 
 /*
  * A joiner adopts the swarm's run spec.  It refuses (exit 2, naming the key)
  * when its base model differs or when its configuration SETS a swarm-wide
- * value to something else; keys it leaves out take the swarm's values.
+ * value to something else; keys it leaves out (SW_RSK_ADOPT) take the
+ * swarm's values, and so does a key it leaves to calibration.
  */
 static int setup_adopt(const swd_config *cfg, const sw_runspec *mine_full, const sw_runspec *swarm,
                        sw_runspec *rs)
 {
-    sw_runspec mine = *swarm;
-    memcpy(mine.base_digest, mine_full->base_digest, sizeof mine.base_digest);
-    mine.arch = mine_full->arch;
-#define SETUP_TAKE(sec, key, field)                                                                \
-    if (setup_given(cfg, sec, key)) mine.field = mine_full->field
-    SETUP_TAKE("train", "lr", lr);
-    SETUP_TAKE("train", "eps", eps);
-    SETUP_TAKE("train", "schedule", schedule);
-    SETUP_TAKE("train", "warmup_steps", warmup_steps);
-    SETUP_TAKE("train", "max_steps", total_steps);
-    SETUP_TAKE("train", "directions", directions);
-    SETUP_TAKE("train", "weight_decay", weight_decay);
-    SETUP_TAKE("train", "perturbation", perturb);
-    SETUP_TAKE("train", "scale_window", scale_window);
-#undef SETUP_TAKE
-    if (setup_given(cfg, "train", "max_scale") && mine_full->max_scale != 0)
-        mine.max_scale = mine_full->max_scale;
-    if (setup_given(cfg, "train", "trainable"))
-        memcpy(mine.trainable, mine_full->trainable, sizeof mine.trainable);
+    sw_runspec mine = *mine_full;
+    for (size_t i = 0; i < sw_runspec_key_count; i++) {
+        const sw_runspec_key *k = &sw_runspec_keys[i];
+        if (!(k->flags & SW_RSK_ADOPT)) continue;
+        if (!setup_given(cfg, k) || setup_to_calibrate(mine_full, k))
+            sw_runspec_copy_key(&mine, swarm, k);
+    }
     const char *key = sw_runspec_diff(swarm, &mine);
     if (key) {
-        const char *ckey = setup_config_key(key);
-        char theirs[320], ours[320], msg[SETUP_PATH_MAX + 1024];
-        setup_spec_value(swarm, key, theirs, sizeof theirs);
-        setup_spec_value(&mine, key, ours, sizeof ours);
-        snprintf(msg, sizeof msg,
-                 "%s: %s: the swarm's run spec fixes %s but this node's configuration gives %s "
-                 "(a joiner adopts the swarm-wide values: remove the key or match it)",
-                 cfg->file, ckey ? ckey : key, theirs, ours);
-        swd_log(SWD_LOG_ERROR, msg, "key=%s", key);
+        setup_log_conflict(cfg->file, key, swarm, &mine, "the swarm's run spec",
+                           "a joiner adopts the swarm-wide values: remove the key or match it");
         return SWD_EXIT_USAGE;
     }
     *rs = *swarm;
