@@ -770,3 +770,92 @@ const char *sw_runspec_diff(const sw_runspec *a, const sw_runspec *b)
     }
     return NULL;
 }
+
+/* ---- the reference of every key (docs/state.md) ---- */
+
+static const char *runspec_type_text(sw_runspec_type t)
+{
+    switch (t) {
+    case SW_RS_INT:
+    case SW_RS_U64:
+        return "integer";
+    case SW_RS_DOUBLE:
+    case SW_RS_F32:
+        return "number";
+    case SW_RS_BOOL:
+        return "boolean";
+    default:
+        return "string";
+    }
+}
+
+/* The values k may hold, as Markdown. */
+static void runspec_allowed_text(const sw_runspec_key *k, char *buf, size_t size)
+{
+    bool lo_open = k->flags & SW_RSK_LO_OPEN, hi_open = k->flags & SW_RSK_HI_OPEN;
+    char lo[32], hi[32];
+    switch (k->type) {
+    case SW_RS_INT:
+    case SW_RS_U64:
+        if (!k->settable) break;
+        snprintf(buf, size, "%.0f .. %.0f", k->lo, k->hi);
+        return;
+    case SW_RS_DOUBLE:
+        sw_runspec_number(k->lo, lo, sizeof lo);
+        sw_runspec_number(k->hi, hi, sizeof hi);
+        snprintf(buf, size, "%s%s, %s%s", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
+        return;
+    case SW_RS_F32:
+        snprintf(buf, size, "exactly a float32 value (`Math.fround`)");
+        return;
+    case SW_RS_HEX32:
+        snprintf(buf, size, "64 lower-case hex digits");
+        return;
+    case SW_RS_STRING:
+        snprintf(buf, size, "printable ASCII, at most %zu bytes", k->size - 1);
+        return;
+    case SW_RS_SCHEDULE:
+        snprintf(buf, size, "`%s`, `%s`, `%s`", sw_schedule_name(SW_SCHEDULE_CONSTANT),
+                 sw_schedule_name(SW_SCHEDULE_LINEAR), sw_schedule_name(SW_SCHEDULE_COSINE));
+        return;
+    case SW_RS_PERTURB:
+        snprintf(buf, size, "`%s`, `%s`", sw_perturb_name(SW_PERTURB_RADEMACHER),
+                 sw_perturb_name(SW_PERTURB_GAUSSIAN));
+        return;
+    case SW_RS_QUANT:
+        snprintf(buf, size, "`%s`", runspec_quant_name(SW_QUANT_INT8));
+        return;
+    case SW_RS_ADMISSION:
+        snprintf(buf, size, "`%s`", runspec_admission_name(SW_ADMISSION_OPEN));
+        return;
+    default:
+        break;
+    }
+    snprintf(buf, size, "%s", k->def ? k->def : "as the model's `config.json`");
+}
+
+void sw_runspec_write_doc(FILE *out)
+{
+    fputs("| key | type | default | allowed | set by | a joiner | meaning |\n", out);
+    fputs("| --- | --- | --- | --- | --- | --- | --- |\n", out);
+    const sw_runspec_key *keys[RS_NKEYS];
+    runspec_sorted(keys);
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const sw_runspec_key *k = keys[i];
+        char allowed[128];
+        runspec_allowed_text(k, allowed, sizeof allowed);
+        fprintf(out, "| `%s` | %s | ", k->path, runspec_type_text(k->type));
+        if (k->def)
+            fprintf(out, "`%s`%s", k->def,
+                    k->flags & SW_RSK_CALIBRATE ? " (calibrate)" : "");
+        else
+            fputs("from the model", out);
+        fprintf(out, " | %s | %s | %s | ", allowed, k->config ? k->config : "this version",
+                k->flags & SW_RSK_ADOPT ? "adopts" : "must match");
+        for (const char *c = k->doc; *c; c++) {
+            if (*c == '|') fputc('\\', out);
+            fputc(*c, out);
+        }
+        fputs(" |\n", out);
+    }
+}

@@ -42,6 +42,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "gpt2.h"
 #include "gpt2_config.h"
@@ -273,5 +274,9 @@ int sw_runspec_number(double x, char *buf, size_t size);
  * its own config: build a sw_runspec from the config and compare.
  */
 const char *sw_runspec_diff(const sw_runspec *a, const sw_runspec *b);
+
+/* Writes the Markdown reference of every key (the generated part of
+ * docs/state.md; `swarmd --dump-runspec-doc`), in canonical order. */
+void sw_runspec_write_doc(FILE *out);
 
 #endif

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "node.h"
+#include "runspec.h"
 #include "status.h"
 #include "swarm.pb-c.h"
 
@@ -27,7 +28,7 @@ static const char main_usage[] =
     "Usage: swarmd --config FILE [--until-done]\n"
     "       swarmd --config FILE --check-config\n"
     "       swarmd --dump-config-doc | --dump-config-example\n"
-    "       swarmd --dump-status-doc | --dump-metrics-doc\n"
+    "       swarmd --dump-runspec-doc | --dump-status-doc | --dump-metrics-doc\n"
     "       swarmd --help | --version\n"
     "\n"
     "The swarmtune node daemon: fine-tunes the configured GPT-2 with zeroth-order\n"
@@ -44,6 +45,8 @@ static const char main_usage[] =
     "  --dump-config-doc      print the generated reference of every configuration key\n"
     "                         (the generated part of docs/configuration.md)\n"
     "  --dump-config-example  print an example configuration with every key\n"
+    "  --dump-runspec-doc     print the table of every run-spec key (the generated\n"
+    "                         part of docs/state.md)\n"
     "  --dump-status-doc      print the table of every status field (the generated\n"
     "                         part of docs/cli.md)\n"
     "  --dump-metrics-doc     print the table of every metric (the generated part of\n"
@@ -80,6 +83,9 @@ int main(int argc, char **argv)
             return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
         } else if (strcmp(a, "--dump-config-example") == 0) {
             swd_config_write_example(stdout);
+            return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
+        } else if (strcmp(a, "--dump-runspec-doc") == 0) {
+            sw_runspec_write_doc(stdout);
             return fflush(stdout) == 0 ? SWD_EXIT_OK : SWD_EXIT_FAIL;
         } else if (strcmp(a, "--dump-status-doc") == 0) {
             sw_status_write_doc(stdout);
