@@ -33,6 +33,7 @@
 
 #include "cli.h"
 #include "ctl_client.h"
+#include "runspec.h"
 #include "status.h"
 
 #define SWARM_SHORT_ID 12 /* hex characters of an id shown in human output */
@@ -738,6 +739,23 @@ static void swarm_print_warnings(const json_t *root)
     }
 }
 
+/* The run spec's operator-set keys, named and ordered by core/runspec.h's
+ * table (a daemon without the section shows none). */
+static void swarm_print_runspec(const json_t *root)
+{
+    const json_t *rs = sw_status_get(root, SW_STATUS_RUN_SPEC);
+    if (!json_is_object(rs)) return;
+    char b[SWARM_CELL];
+    printf("\n# Run spec\n");
+    for (size_t i = 0; i < sw_runspec_key_count; i++) {
+        const sw_runspec_key *k = &sw_runspec_keys[i];
+        const char *dot = strchr(k->path, '.');
+        if (!k->settable || dot == NULL) continue; /* the settable keys are in "train" */
+        const json_t *group = json_object_getn(rs, k->path, (size_t)(dot - k->path));
+        swarm_kv(k->path, swarm_vtext(json_object_get(group, dot + 1), b, sizeof b));
+    }
+}
+
 static void swarm_print_status(const json_t *root)
 {
     char b[SWARM_CELL], b2[SWARM_CELL], line[2 * SWARM_CELL + 2];
@@ -768,6 +786,8 @@ static void swarm_print_status(const json_t *root)
     swarm_kv("version", swarm_ftext(root, SW_STATUS_NODE_VERSION, b, sizeof b));
     swarm_kv("pub_addr", swarm_ftext(root, SW_STATUS_NODE_PUB_ADDR, b, sizeof b));
     swarm_kv("sync_addr", swarm_ftext(root, SW_STATUS_NODE_SYNC_ADDR, b, sizeof b));
+
+    swarm_print_runspec(root);
 
     printf("\n# Model\n");
     swarm_kv("digest", swarm_fshort(root, SW_STATUS_MODEL_DIGEST, b, sizeof b));

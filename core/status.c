@@ -131,6 +131,8 @@ const char *sw_status_type_text(sw_status_type t)
         return "histogram";
     case SW_STATUS_TYPE_PEERS:
         return "[peer]";
+    case SW_STATUS_TYPE_RUNSPEC:
+        return "run spec";
     }
     return "?";
 }

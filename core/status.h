@@ -43,6 +43,7 @@ typedef enum sw_status_type {
     SW_STATUS_TYPE_TEXTS,     /* array of strings */
     SW_STATUS_TYPE_HISTOGRAM, /* the SW_STATUS_HIST_* members below */
     SW_STATUS_TYPE_PEERS,     /* array of objects holding the "peers[]." fields */
+    SW_STATUS_TYPE_RUNSPEC,   /* the run spec as runspec.json holds it (core/runspec.h) */
 } sw_status_type;
 
 /*
@@ -103,6 +104,8 @@ typedef enum sw_status_kind {
       "the PUB URL actually bound (a port 0 resolved)") \
     X(NODE_SYNC_ADDR, "node.sync_addr", STRING, NOTNULL, "", NONE, NULL, NULL, \
       "the sync URL actually bound (a port 0 resolved)") \
+    X(RUN_SPEC, "run_spec", RUNSPEC, NOTNULL, "", NONE, NULL, NULL, \
+      "the run's spec, as `runspec.json` holds it: every key of docs/state.md's table") \
     X(MODEL_DIGEST, "model.digest", HEX, ORNULL, "", NONE, NULL, NULL, \
       "digest of the node's fixed-point weights (`sw_fixed_digest`: BLAKE2b-256 over the " \
       "exponents and the int32 weights); equal on every replica holding the same updates " \

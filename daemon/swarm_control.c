@@ -212,6 +212,7 @@ json_t *swarm_status(swd_swarm *s)
     v[SW_STATUS_NODE_STEP] = json_integer((json_int_t)s->last.next_step);
     v[SW_STATUS_NODE_MAX_STEPS] = json_integer((json_int_t)s->max_steps);
     v[SW_STATUS_NODE_RUN_ID] = swarm_hex_json(s->run_id);
+    v[SW_STATUS_RUN_SPEC] = json_loadb(s->runspec_json, s->runspec_len, 0, NULL);
     v[SW_STATUS_NODE_VERSION] = json_string(s->version);
     v[SW_STATUS_NODE_UPTIME_S] = json_real(swarm_now_s() - s->t_start);
     v[SW_STATUS_NODE_PUB_ADDR] = json_string(s->pub_url);

@@ -104,6 +104,7 @@ TYPES = {
                             and all(is_int(x) for x in v["counts"]) and is_int(v["count"])
                             and is_num(v["sum"])),
     "peers": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+    "runspec": lambda v: isinstance(v, dict) and {"format", "base_model", "train"} <= set(v),
 }
 
 
@@ -265,6 +266,17 @@ def main():
         st = json.loads(text)
         check(len(st.get("peers") or []) >= 1, f"{name}: the status lists its peer")
         fields_present(st, schema, name)
+        with open(os.path.join(n.state_dir, "runspec.json")) as f:
+            spec = json.load(f)
+        check(st.get("run_spec") == spec, f"{name}: status run_spec is the node's runspec.json")
+        rc, human, _ = nu.swarmctl("status", "--state-dir", n.state_dir, timeout=15)
+        lines = human.splitlines() if rc == 0 else []
+        want = [f"train.{k}:{v}" for k, v in spec["train"].items()
+                if k not in ("quantization",) and isinstance(v, (int, str))
+                and not isinstance(v, bool)]
+        check("# Run spec" in lines and all(w in lines for w in want) and len(want) >= 6,
+              f"{name}: swarmctl status shows the run spec's keys ({len(want)} compared)",
+              [w for w in want if w not in lines] or human[:600])
         extra = undeclared(st, "", paths)
         check(not extra, f"{name}: nothing undeclared in the status object", extra)
         path = os.path.join(root, f"status-{name}.json")

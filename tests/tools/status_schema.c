@@ -15,7 +15,8 @@
 #include "status.h"
 
 static const char *const type_names[] = {"string", "hex",   "int",   "real",      "bool",
-                                         "counts", "reals", "texts", "histogram", "peers"};
+                                         "counts", "reals", "texts", "histogram", "peers",
+                                         "runspec"};
 static const char *const kind_names[] = {"none",      "gauge", "counter",
                                          "histogram", "info",  "stateset"};
 
