@@ -65,7 +65,8 @@ static void setup_runspec(const swd_config *cfg, const sw_gpt2 *base, sw_runspec
     rs->arch = base->cfg;
 }
 
-/* A key the configuration leaves to calibration (0 in a SW_RSK_CALIBRATE key). */
+/* A key the configuration leaves to calibration (0 in a SW_RSK_CALIBRATE key;
+ * such keys are doubles: only max_scale is one). */
 static bool setup_to_calibrate(const sw_runspec *rs, const sw_runspec_key *k)
 {
     return (k->flags & SW_RSK_CALIBRATE) && *(const double *)((const char *)rs + k->off) == 0;

@@ -406,8 +406,7 @@ def main():
     b.start(until_done=False)
     nodes = [a, b]
     dirs = [n.state_dir for n in nodes]
-    sts = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                 else None)(nu.converged(dirs)), 240, every=0.5, alive=nodes)
+    sts = nu.wait_done_converged(nodes)
     if not check(sts is not None, "two nodes train to max_steps and converge",
                  "\n\n".join(n.log_text(15) for n in nodes)):
         return nu.finish("metrics_promtool", t0)

@@ -507,3 +507,15 @@ def converged(state_dirs):
     if any(s["ledger"]["updates"] != sum(vvs[0].values()) for s in sts):
         return None
     return sts
+
+
+def wait_done_converged(nodes, timeout=240):
+    """The statuses of nodes once every one is done (max_steps) and they
+    have converged (converged()); None after timeout, or at once when one
+    of them dies."""
+    dirs = [n.state_dir for n in nodes]
+
+    def done():
+        sts = converged(dirs)
+        return sts if sts and all(x["node"]["state"] == "done" for x in sts) else None
+    return wait_until(done, timeout, every=0.5, alive=nodes)

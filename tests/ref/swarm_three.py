@@ -51,9 +51,7 @@ def main():
         node.start(until_done=False)
         nodes.append(node)
 
-    dirs = [n.state_dir for n in nodes]
-    sts = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                 else None)(nu.converged(dirs)), 240, every=0.5, alive=nodes)
+    sts = nu.wait_done_converged(nodes)
     if not check(sts is not None, "three nodes reach max_steps and one version vector",
                  "\n\n".join(n.log_text(15) for n in nodes)):
         return nu.finish("swarm_three", t0)
@@ -79,9 +77,7 @@ def main():
     late = nu.Node(os.path.join(root, "d"), cfg_d)
     late.start(until_done=False)
     nodes.append(late)
-    dirs = [n.state_dir for n in nodes]
-    sts = nu.wait_until(lambda: (lambda s: s if s and all(x["node"]["state"] == "done" for x in s)
-                                 else None)(nu.converged(dirs)), 240, every=0.5, alive=nodes)
+    sts = nu.wait_done_converged(nodes)
     if check(sts is not None, "a fourth node joins late, trains and all four converge",
              late.log_text(30)):
         check(len({s["model"]["digest"] for s in sts}) == 1, "the four digests agree")
