@@ -33,27 +33,17 @@
 #include <uv.h>
 
 #include "config.h"
+#include "control.h"
 #include "state.h"
 #include "wire.h"
 #include "worker.h"
 
-#define SWD_SWARM_ANNOUNCE_EVERY 5  /* heartbeats: an announce at least this often */
-#define SWD_SWARM_AE_MAX_STEPS 8192 /* steps asked for in one GetUpdates */
-#define SWD_SWARM_AE_TIMEOUT_MS 5000
-#define SWD_SWARM_MAX_AHEAD (UINT64_C(1) << 24) /* steps beyond what we hold: absurd */
-#define SWD_SWARM_HELLO_TIMEOUT_MS 3000
 #define SWD_SWARM_JOIN_WAIT_S 60.0 /* a new node waits this long for a bootstrap member */
-#define SWD_SWARM_MAX_PENDING 64   /* outgoing requests in flight */
-#define SWD_SWARM_LOSS_HISTORY 60 /* 5-second loss windows kept for status */
 
 typedef struct swd_swarm swd_swarm;
 
-/* The node's phase as the swarm reports it. */
-typedef enum swd_swarm_phase {
-    SWD_PHASE_TRAINING,
-    SWD_PHASE_DONE,
-    SWD_PHASE_STOPPING,
-} swd_swarm_phase;
+/* The node's phase (control.h): training, done, stopping. */
+typedef swd_phase swd_swarm_phase;
 
 typedef struct swd_swarm_params {
     const swd_config *cfg;
