@@ -36,12 +36,11 @@ const char *const swd_catch_up_names[] = {"auto", "replay", "snapshot", NULL};
 #define CONFIG_RS_INT(lo, hi, fl) .type = SWD_CFG_INT32, .imin = (lo), .imax = (hi)
 #define CONFIG_RS_DOUBLE(lo, hi, fl)                                                               \
     .type = SWD_CFG_DOUBLE, .dmin = (lo), .dmax = (hi),                                            \
-    .dmin_exclusive = ((fl) & SW_RSK_LO_OPEN) && !((fl) & SW_RSK_CALIBRATE),                       \
-    .dmax_exclusive = ((fl) & SW_RSK_HI_OPEN) != 0
+    .dmin_exclusive = ((fl)&SW_RSK_LO_OPEN) && !((fl)&SW_RSK_CALIBRATE),                           \
+    .dmax_exclusive = ((fl)&SW_RSK_HI_OPEN) != 0
 #define CONFIG_RS_SCHEDULE(lo, hi, fl) .type = SWD_CFG_ENUM, .enum_values = swd_schedule_names
 #define CONFIG_RS_PERTURB(lo, hi, fl) .type = SWD_CFG_ENUM, .enum_values = swd_perturb_names
-#define CONFIG_RS_STRING(lo, hi, fl)                                                               \
-    .type = SWD_CFG_CHARS, .smax = SW_RUNSPEC_TRAINABLE_MAX
+#define CONFIG_RS_STRING(lo, hi, fl) .type = SWD_CFG_CHARS, .smax = SW_RUNSPEC_TRAINABLE_MAX
 #define CONFIG_RUNSPEC_ROW(field_, path_, name_, type_, def_, lo_, hi_, fl_, doc_)                 \
     {.section = "train",                                                                           \
      .name = name_,                                                                                \
@@ -293,8 +292,7 @@ const swd_cfg_key swd_config_keys[] = {
      .imax = 1024,
      .doc = "worker threads of the trainer; 0: one per online CPU (results do not depend on it)"},
     /* The run spec's keys: core/runspec.h, SW_RUNSPEC_TRAIN_KEYS. */
-    SW_RUNSPEC_TRAIN_KEYS(CONFIG_RUNSPEC_ROW)
-};
+    SW_RUNSPEC_TRAIN_KEYS(CONFIG_RUNSPEC_ROW)};
 
 const size_t swd_config_key_count = sizeof swd_config_keys / sizeof swd_config_keys[0];
 

@@ -92,7 +92,7 @@ typedef enum swd_cfg_type {
     SWD_CFG_UINT64,
     SWD_CFG_DOUBLE,
     SWD_CFG_BOOL,
-    SWD_CFG_ENUM, /* int: index into enum_values */
+    SWD_CFG_ENUM,  /* int: index into enum_values */
     SWD_CFG_INT32, /* int within [imin, imax] */
     SWD_CFG_CHARS, /* a string held in a char[smax + 1] */
 } swd_cfg_type;

@@ -228,8 +228,8 @@ static void control_status_train(const swd_control *c, json_t *v[SW_STATUS_COUNT
     v[SW_STATUS_TRAIN_SATURATIONS] = json_integer((json_int_t)c->p.view->last.saturations);
     json_t *hist = json_array();
     for (size_t i = 0; i < c->n_loss_hist; i++) {
-        size_t k =
-            (c->loss_head + SWD_CONTROL_LOSS_HISTORY - c->n_loss_hist + i) % SWD_CONTROL_LOSS_HISTORY;
+        size_t k = (c->loss_head + SWD_CONTROL_LOSS_HISTORY - c->n_loss_hist + i) %
+                   SWD_CONTROL_LOSS_HISTORY;
         json_array_append_new(hist,
                               isfinite(c->loss_hist[k]) ? json_real(c->loss_hist[k]) : json_null());
     }
@@ -242,8 +242,8 @@ static void control_status_train(const swd_control *c, json_t *v[SW_STATUS_COUNT
         json_array_append_new(counts, json_integer((json_int_t)cum));
     }
     v[SW_STATUS_TRAIN_STEP_SECONDS] =
-        json_pack("{s:o,s:o,s:I,s:f}", SW_STATUS_HIST_BUCKETS, bounds, SW_STATUS_HIST_COUNTS, counts,
-                  SW_STATUS_HIST_COUNT, (json_int_t)(cum + c->step_hist[SWD_STEP_BUCKETS]),
+        json_pack("{s:o,s:o,s:I,s:f}", SW_STATUS_HIST_BUCKETS, bounds, SW_STATUS_HIST_COUNTS,
+                  counts, SW_STATUS_HIST_COUNT, (json_int_t)(cum + c->step_hist[SWD_STEP_BUCKETS]),
                   SW_STATUS_HIST_SUM, c->step_seconds);
     v[SW_STATUS_TRAIN_STEPS] = json_integer((json_int_t)c->steps_total);
     v[SW_STATUS_TRAIN_UPDATES_MADE] = json_integer((json_int_t)c->p.pipeline->updates_made);
@@ -286,7 +286,8 @@ json_t *swd_control_status(const swd_control *c)
     v[SW_STATUS_NODE_PUB_ADDR] = json_string(c->p.gossip->pub_url);
     v[SW_STATUS_NODE_SYNC_ADDR] = json_string(c->p.gossip->sync_url);
 
-    v[SW_STATUS_MODEL_DIGEST] = c->p.view->digest_gen ? control_hex_json(c->p.view->digest) : json_null();
+    v[SW_STATUS_MODEL_DIGEST] =
+        c->p.view->digest_gen ? control_hex_json(c->p.view->digest) : json_null();
     v[SW_STATUS_MODEL_DIGEST_UPDATES] = json_integer((json_int_t)c->p.view->digest_count);
     v[SW_STATUS_MODEL_DIGEST_VERSION_VECTOR] = control_vv_json(&c->p.view->digest_vv);
     v[SW_STATUS_MODEL_VERSION_VECTOR] = control_vv_json(&c->p.view->vv);
@@ -294,13 +295,14 @@ json_t *swd_control_status(const swd_control *c)
     control_status_train(c, v);
 
     v[SW_STATUS_LEDGER_UPDATES] = json_integer((json_int_t)c->p.view->last.ledger_count);
-    v[SW_STATUS_LEDGER_CHECKPOINT_UPDATES] =
-        json_integer(c->p.view->last.ckpt_count == UINT64_MAX ? 0 : (json_int_t)c->p.view->last.ckpt_count);
+    v[SW_STATUS_LEDGER_CHECKPOINT_UPDATES] = json_integer(
+        c->p.view->last.ckpt_count == UINT64_MAX ? 0 : (json_int_t)c->p.view->last.ckpt_count);
 
     json_t *peers = json_array();
     size_t n = swd_members_count(c->p.gossip->table);
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(peers, control_status_peer(swd_members_at_const(c->p.gossip->table, i), now));
+        json_array_append_new(
+            peers, control_status_peer(swd_members_at_const(c->p.gossip->table, i), now));
     v[SW_STATUS_PEERS] = peers;
 
     swd_net_stats ns;
@@ -314,7 +316,9 @@ json_t *swd_control_status(const swd_control *c)
     v[SW_STATUS_NET_UPDATES_IN] = json_integer((json_int_t)c->p.pipeline->updates_in);
     v[SW_STATUS_NET_UPDATES_APPLIED] = json_integer((json_int_t)c->updates_applied);
     v[SW_STATUS_NET_BYTES_PER_UPDATE] =
-        c->p.pipeline->updates_in ? json_real((double)ns.bytes_in / (double)c->p.pipeline->updates_in) : json_null();
+        c->p.pipeline->updates_in
+            ? json_real((double)ns.bytes_in / (double)c->p.pipeline->updates_in)
+            : json_null();
     v[SW_STATUS_NET_REQUESTS_FAILED] = json_integer((json_int_t)ns.requests_failed);
     v[SW_STATUS_NET_INJECTED_DROPS] = json_integer((json_int_t)ns.injected_drops);
     json_t *dropped = json_object();
@@ -459,4 +463,3 @@ void swd_control_job_done(swd_control *c, const swd_job_result *r)
     }
     swd_link_reply_json(c->p.link, r->tag, reply);
 }
-

@@ -26,9 +26,9 @@
 #include "worker.h"
 #include "worker_view.h"
 
-#define SWD_CONTROL_MAX 65536      /* bytes of a control request */
-#define SWD_CONTROL_LOSS_HISTORY 60 /* loss windows kept for status */
-#define SWD_CONTROL_WINDOW_MS 5000  /* one loss window */
+#define SWD_CONTROL_MAX 65536        /* bytes of a control request */
+#define SWD_CONTROL_LOSS_HISTORY 60  /* loss windows kept for status */
+#define SWD_CONTROL_WINDOW_MS 5000   /* one loss window */
 #define SWD_CONTROL_SYNCING_GAP 1024 /* updates behind a peer: state syncing */
 
 /* The node's phase as the swarm reports it. */

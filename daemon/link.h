@@ -28,8 +28,8 @@ typedef struct swd_link_ops {
     int (*publish)(void *ctx, const uint8_t *buf, size_t len);
     int (*reply)(void *ctx, uint64_t id, const uint8_t *buf, size_t len);
     /* The reply comes back later as an SWD_NET_REPLY event with *id. */
-    int (*request)(void *ctx, const char *addr, const uint8_t *buf, size_t len,
-                   uint32_t timeout_ms, uint64_t *id);
+    int (*request)(void *ctx, const char *addr, const uint8_t *buf, size_t len, uint32_t timeout_ms,
+                   uint64_t *id);
     int (*subscribe)(void *ctx, const char *pub_addr, sw_diag *d);
     void (*stats)(void *ctx, swd_net_stats *out);
     uint64_t (*now_ms)(void *ctx); /* a monotonic clock */
@@ -41,7 +41,7 @@ typedef struct swd_link {
     uint8_t self[SW_ID_BYTES];
     const unsigned char *sk; /* borrowed (sodium memory of the state's identity) */
     uint8_t run_id[SW_ID_BYTES];
-    uint64_t last_pub_ms;              /* when anything was last published */
+    uint64_t last_pub_ms;             /* when anything was last published */
     uint64_t dropped[SWD_DROP_COUNT]; /* messages dropped, by reason */
 } swd_link;
 

@@ -287,8 +287,7 @@ static int pipeline_cmp_entry(void *ctx, const uint8_t *bytes, size_t len)
     return 0;
 }
 
-void swd_pipeline_take_batch(swd_pipeline *pl, const swd_msg *m, const uint8_t *env,
-                             size_t env_len)
+void swd_pipeline_take_batch(swd_pipeline *pl, const swd_msg *m, const uint8_t *env, size_t env_len)
 {
     swd_link *l = pl->p.link;
     const uint8_t *origin = m->sender;
@@ -315,8 +314,8 @@ void swd_pipeline_take_batch(swd_pipeline *pl, const swd_msg *m, const uint8_t *
                          pipeline_cmp_entry, &c, NULL, &d);
         if (c.conflict) {
             swd_link_drop(l, SWD_DROP_EQUIVOCATION, origin);
-            swd_bans_record(pl->p.gossip, pl->p.state_dir, &c.held, &c.got, c.held_env,
-                            c.held_len, env, env_len);
+            swd_bans_record(pl->p.gossip, pl->p.state_dir, &c.held, &c.got, c.held_env, c.held_len,
+                            env, env_len);
             free(c.held_env);
             return;
         }
@@ -334,8 +333,8 @@ void swd_pipeline_take_batch(swd_pipeline *pl, const swd_msg *m, const uint8_t *
     }
     if (archived) return;
     sw_diag d = {{0}};
-    int rc = sw_archive_append(pl->p.archive, origin, b->first_step, (uint32_t)b->n, env, env_len,
-                               &d);
+    int rc =
+        sw_archive_append(pl->p.archive, origin, b->first_step, (uint32_t)b->n, env, env_len, &d);
     if (rc != 0)
         swd_log(SWD_LOG_WARN, "archive append failed", "error=%s",
                 SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));

@@ -36,7 +36,7 @@
 #include "worker.h"
 #include "worker_view.h"
 
-#define SWD_PIPELINE_AE_MAX_STEPS 8192 /* steps asked for in one GetUpdates */
+#define SWD_PIPELINE_AE_MAX_STEPS 8192             /* steps asked for in one GetUpdates */
 #define SWD_PIPELINE_MAX_AHEAD (UINT64_C(1) << 24) /* steps beyond what we hold: absurd */
 
 typedef struct swd_pipeline_params {

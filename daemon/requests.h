@@ -15,7 +15,7 @@
 
 #include "link.h"
 
-#define SWD_REQUESTS_MAX 64            /* outgoing requests in flight */
+#define SWD_REQUESTS_MAX 64             /* outgoing requests in flight */
 #define SWD_REQUESTS_AE_TIMEOUT_MS 5000 /* a GetUpdates */
 #define SWD_REQUESTS_HELLO_TIMEOUT_MS 3000
 

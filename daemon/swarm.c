@@ -276,9 +276,8 @@ static void swarm_pace(swd_swarm *s, uint64_t now)
 {
     if (s->control.phase != SWD_PHASE_TRAINING) return;
     uint64_t my_step = s->view.last.next_step;
-    uint64_t limit =
-        swd_members_pace(s->gossip.table, my_step, (uint64_t)s->cfg->max_staleness,
-                         (uint64_t)s->cfg->lag_timeout_ms, swarm_held_steps, s, now);
+    uint64_t limit = swd_members_pace(s->gossip.table, my_step, (uint64_t)s->cfg->max_staleness,
+                                      (uint64_t)s->cfg->lag_timeout_ms, swarm_held_steps, s, now);
     uint64_t excl = limit == UINT64_MAX ? UINT64_MAX : limit + 1;
     swd_worker_set_step_limit(s->wk, excl);
     /* Held back: the peers we wait for may be waiting for our pending
@@ -384,7 +383,8 @@ int swd_swarm_hello(const swd_config *cfg, double wait_s, swd_msg *welcome, sw_r
             uint8_t *reply = NULL;
             size_t rlen = 0;
             sw_diag d = {{0}};
-            rc = swd_net_request_sync(tok, buf, len, SWD_REQUESTS_HELLO_TIMEOUT_MS, &reply, &rlen, &d);
+            rc = swd_net_request_sync(tok, buf, len, SWD_REQUESTS_HELLO_TIMEOUT_MS, &reply, &rlen,
+                                      &d);
             if (rc != 0) {
                 if (round == 0)
                     swd_log(SWD_LOG_WARN, "bootstrap member did not answer", "addr=%s error=%s",

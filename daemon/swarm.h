@@ -52,7 +52,7 @@ typedef struct swd_swarm_params {
     uv_async_t *net_notify; /* the node's handle that net signals */
     const char *version;
     uint64_t max_steps;
-    const swd_welcome *welcome; /* from the startup join (members to add), or NULL */
+    const swd_welcome *welcome;  /* from the startup join (members to add), or NULL */
     void (*on_leave)(void *ctx); /* `swarmctl leave`: stop gracefully */
     void *on_leave_ctx;
 } swd_swarm_params;

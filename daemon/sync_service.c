@@ -86,7 +86,7 @@ static void sync_serve_snapshot(swd_sync_service *svc, uint64_t id, const swd_ge
         (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
         if (fd >= 0) close(fd);
         swd_link_reply_error(svc->link, id, SWD_CTX_RUN, SWD_ERR_NOT_FOUND,
-                          "no such snapshot (a newer checkpoint replaced it): hello again");
+                             "no such snapshot (a newer checkpoint replaced it): hello again");
         return;
     }
     uint64_t total = (uint64_t)sb.st_size;
