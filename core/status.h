@@ -4,7 +4,7 @@
  * The status object is what `swarmctl status --json` prints, what swarmd's
  * /metrics is rendered from and what the human `swarmctl status` lays out.
  * SW_STATUS_FIELDS lists every field it has, one line each; the writer
- * (daemon/swarm_control.c) fills values by field and sw_status_build places
+ * (daemon/control.c) fills values by field and sw_status_build places
  * them, the metrics renderer (daemon/metrics.c) walks the list, and swarmctl
  * (cli/cmd_swarm.c) reads fields with sw_status_get.  A field is therefore
  * named in one place: adding one is a line here plus the code computing its

@@ -1,25 +1,21 @@
 /*
  * swarm: the node's life in the swarm, on the loop thread.  It owns the
- * sockets (net.h), the membership table (members.h), the archive of signed
- * batches (core/archive.h) and the counters, and it drives the worker
- * (worker.h) through its loop-thread API:
+ * sockets (net.h) and the archive of signed batches (core/archive.h), holds
+ * the swarm's parts and wires them; each part owns its own state
+ * (docs/architecture.md has the map):
  *
- *   - own updates (written ahead by the worker) are cut into batches of one
- *     scale, at most batch_max_steps long or batch_max_ms old, signed,
- *     archived and published;
- *   - every message from the network goes through: size bound, ban and rate
- *     checks on the unverified sender, swd_wire_open (signature, run id,
- *     fields), then the content checks against the run (scale, steps,
- *     duplicates, equivocation); a dropped message is counted by reason;
- *   - received batches are archived and queued to the worker, which ledgers
- *     and applies them in fused sweeps;
- *   - announces (every heartbeat_ms of silence, and at least every
- *     SWD_SWARM_ANNOUNCE_EVERY heartbeats) carry the version vector and the
- *     digest; a peer ahead on some origin is asked for the missing range
- *     (anti-entropy), served from its archive;
- *   - the sync service answers Hello (Welcome), GetUpdates, GetSnapshot;
- *   - the control socket answers swarmctl's JSON requests (status);
- *   - pacing: the worker's step limit follows swd_members_pace.
+ *   link          the signed voice: seal, publish, reply, request, drops
+ *   gossip        membership: who is heard, announces, failure detection
+ *   pipeline      own and received batches, the archive, anti-entropy
+ *   requests      our sync requests in flight
+ *   sync_service  our answers on the sync socket (Hello, GetUpdates, GetSnapshot)
+ *   control       progress, the status object, the control verbs
+ *   worker_view   the loop's copy of what the worker holds
+ *
+ * swarm.c itself routes network events and worker reports to the part they
+ * belong to, runs the cron (flush, failure detection, announces,
+ * anti-entropy rounds, request timeouts, the bootstrap Hello, pacing), and
+ * does the startup Hello of a joiner (swd_swarm_hello).
  *
  * The state's immutable parts (identity, run spec, directory) are read
  * here; everything else in it belongs to the worker once it runs.
