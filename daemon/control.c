@@ -54,6 +54,13 @@ void swd_control_tick(swd_control *c)
     }
 }
 
+bool swd_control_set_phase(swd_control *c, swd_phase phase)
+{
+    if (c->phase == phase) return false;
+    c->phase = phase;
+    return true;
+}
+
 static uint64_t control_have(void *ctx, const uint8_t *origin)
 {
     return swd_pipeline_have(ctx, origin);

@@ -79,6 +79,8 @@ void swd_control_on_report(swd_control *c, const swd_worker_report *r);
 /* Every cron tick: closes loss windows, refreshes /metrics once a second. */
 void swd_control_tick(swd_control *c);
 
+/* Moves the node to phase; false when it was there already. */
+bool swd_control_set_phase(swd_control *c, swd_phase phase);
 /* The state the node announces and reports. */
 swd_node_state swd_control_node_state(const swd_control *c);
 /* The mean loss of the latest window (NaN: none). */

@@ -22,6 +22,11 @@ void swd_pipeline_fini(swd_pipeline *pl)
     pl->n_pend = pl->pend_cap = 0;
 }
 
+void swd_pipeline_quiet(swd_pipeline *pl)
+{
+    pl->quiet = true;
+}
+
 uint64_t swd_pipeline_have(const swd_pipeline *pl, const uint8_t origin[SW_ID_BYTES])
 {
     uint64_t a = swd_vv_prefix(&pl->p.view->vv, origin);

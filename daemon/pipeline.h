@@ -66,6 +66,8 @@ typedef struct swd_pipeline {
 void swd_pipeline_init(swd_pipeline *pl, const swd_pipeline_params *p);
 void swd_pipeline_fini(swd_pipeline *pl);
 
+/* Leaving: from now on anti-entropy asks for nothing more. */
+void swd_pipeline_quiet(swd_pipeline *pl);
 /* What we hold of origin, or have queued to the worker (archived). */
 uint64_t swd_pipeline_have(const swd_pipeline *pl, const uint8_t origin[SW_ID_BYTES]);
 /* Our own updates published so far (archived), from step 0. */

@@ -313,8 +313,7 @@ void swd_swarm_on_cron(swd_swarm *s)
 
 void swd_swarm_set_phase(swd_swarm *s, swd_swarm_phase phase)
 {
-    if (s->control.phase == phase) return;
-    s->control.phase = phase;
+    if (!swd_control_set_phase(&s->control, phase)) return;
     if (phase == SWD_PHASE_STOPPING) swd_worker_set_step_limit(s->wk, UINT64_MAX);
     swarm_announce(s);
 }
@@ -340,7 +339,7 @@ void swd_swarm_leave(swd_swarm *s)
     m.type = SWD_MSG_LEAVE;
     swd_link_publish(&s->link, &m);
     s->left = true;
-    s->pipeline.quiet = true; /* leaving: ask for nothing more */
+    swd_pipeline_quiet(&s->pipeline);
     swd_log(SWD_LOG_INFO, "left the swarm", "updates_out=%" PRIu64 " updates_in=%" PRIu64,
             s->pipeline.updates_out, s->pipeline.updates_in);
 }

@@ -370,7 +370,8 @@ static void test_pause_resume(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "state")), "training");
     json_decref(j);
     /* done outranks paused */
-    r->control.phase = SWD_PHASE_DONE;
+    assert_true(swd_control_set_phase(&r->control, SWD_PHASE_DONE));
+    assert_false(swd_control_set_phase(&r->control, SWD_PHASE_DONE));
     r->control.paused = true;
     assert_int_equal(swd_control_node_state(&r->control), SWD_STATE_DONE);
     rig_free(r);
