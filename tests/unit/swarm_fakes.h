@@ -221,4 +221,41 @@ static inline void fake_worker_fini(swd_worker *wk)
     pthread_cond_destroy(&wk->cv);
 }
 
+/* The peer's side: what it delivers and what it announces. */
+
+#include "members.h"
+
+/* m as a peer's id would deliver it: sealed for the fake run and opened
+ * again into *out (what the loop holds after swd_gossip_admit).  Returns
+ * the envelope (free it), *len its size. */
+static inline uint8_t *fake_receive(const fake_id *id, const swd_msg *m, swd_msg *out, size_t *len)
+{
+    uint8_t *env = fake_seal(id, m, len);
+    swd_drop drop;
+    assert_int_equal(swd_wire_open(env, *len, fake_run_id, out, &drop), 0);
+    return env;
+}
+
+/* id in the table, alive, with an announce (seq) of vv[0..n) and sync_addr. */
+static inline swd_peer *fake_announced(swd_members *t, const fake_id *id, const char *sync_addr,
+                                       const swd_vv_entry *vv, size_t n, uint64_t seq,
+                                       uint64_t now_ms)
+{
+    swd_announce a;
+    memset(&a, 0, sizeof a);
+    a.seq = seq;
+    snprintf(a.pub_addr, sizeof a.pub_addr, "tcp://peer-pub:1");
+    snprintf(a.sync_addr, sizeof a.sync_addr, "%s", sync_addr);
+    a.state = SWD_STATE_TRAINING;
+    a.vv = (swd_vv_entry *)vv;
+    a.n_vv = n;
+    swd_drop drop;
+    assert_non_null(swd_members_seen(t, id->pk, now_ms));
+    assert_true(swd_members_announce(t, id->pk, &a, now_ms, &drop));
+    swd_peer *p = swd_members_find(t, id->pk);
+    assert_non_null(p);
+    assert_int_equal(p->state, SWD_PEER_ALIVE);
+    return p;
+}
+
 #endif
