@@ -256,6 +256,7 @@ typedef struct pipeline_cmp {
     sw_update held, got;
     uint8_t *held_env; /* a copy of the archived envelope that conflicts */
     size_t held_len;
+    uint64_t end; /* one past the last step of the archived entries compared */
 } pipeline_cmp;
 
 /* Compares an archived batch with the one received, step by step. */
@@ -267,6 +268,7 @@ static int pipeline_cmp_entry(void *ctx, const uint8_t *bytes, size_t len)
     if (swd_wire_open(bytes, len, c->pl->p.link->run_id, &m, &drop) != 0) return 0;
     if (m.type == SWD_MSG_BATCH) {
         const swd_batch *a = &m.u.batch, *b = c->b;
+        if (a->first_step + a->n > c->end) c->end = a->first_step + a->n;
         for (size_t i = 0; i < b->n && !c->conflict; i++) {
             uint64_t step = b->first_step + i;
             if (step < a->first_step || step >= a->first_step + a->n) continue;
@@ -311,20 +313,27 @@ void swd_pipeline_take_batch(swd_pipeline *pl, const swd_msg *m, const uint8_t *
         swd_link_drop(l, SWD_DROP_BAD_UPDATE, origin);
         return;
     }
-    bool archived = sw_archive_covered(pl->p.archive, origin, b->first_step, (uint32_t)b->n);
-    if (archived) {
-        pipeline_cmp c = {.pl = pl, .b = b, .origin = origin};
+    /* Every archived step the batch overlaps is compared, not only a batch
+     * the archive covers whole: a batch that straddles an archived one with
+     * other bytes is an equivocation too, and must not reach the archive
+     * (which would then serve both). */
+    pipeline_cmp c = {.pl = pl, .b = b, .origin = origin};
+    const uint64_t end = b->first_step + b->n;
+    for (uint64_t s = b->first_step; s < end && !c.conflict;) {
+        size_t given = 0;
         sw_diag d = {{0}};
-        sw_archive_fetch(pl->p.archive, origin, b->first_step, b->n, SWD_WIRE_MAX_BATCH, SIZE_MAX,
-                         pipeline_cmp_entry, &c, NULL, &d);
-        if (c.conflict) {
-            swd_link_drop(l, SWD_DROP_EQUIVOCATION, origin);
-            swd_bans_record(pl->p.gossip, pl->p.state_dir, &c.held, &c.got, c.held_env, c.held_len,
-                            env, env_len);
-            free(c.held_env);
-            return;
-        }
+        sw_archive_fetch(pl->p.archive, origin, s, end - s, SWD_WIRE_MAX_BATCH, SIZE_MAX,
+                         pipeline_cmp_entry, &c, &given, &d);
+        s = given && c.end > s ? c.end : s + 1; /* past what was compared, or the gap's step */
     }
+    if (c.conflict) {
+        swd_link_drop(l, SWD_DROP_EQUIVOCATION, origin);
+        swd_bans_record(pl->p.gossip, pl->p.state_dir, &c.held, &c.got, c.held_env, c.held_len, env,
+                        env_len);
+        free(c.held_env);
+        return;
+    }
+    bool archived = sw_archive_covered(pl->p.archive, origin, b->first_step, (uint32_t)b->n);
     /* Only what the worker holds is a duplicate: archived is not ledgered (a
      * crash or a stop can come between the two), and the worker
      * de-duplicates against the ledger. */

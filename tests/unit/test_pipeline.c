@@ -402,6 +402,29 @@ static void test_received_equivocation(void **state)
     assert_true(swd_gossip_banned(&gossip, other.pk));
 }
 
+/* A batch that only partly overlaps archived steps is compared too: one
+ * straddling an archived batch with other bytes is banned and never
+ * archived (the archive would serve both); one that agrees where it
+ * overlaps, or lies across a gap between archived batches, is taken. */
+static void test_received_equivocation_straddling(void **state)
+{
+    (void)state;
+    take(&peer, 0, 4, 10, 0.5f); /* archived [0,4): q 10..13 */
+    take(&peer, 8, 4, 18, 0.5f); /* archived [8,12): q 18..21 */
+    take(&peer, 2, 4, 12, 0.5f); /* [2,6) agrees on 2,3 */
+    take(&peer, 6, 4, 16, 0.5f); /* [6,10) agrees on 8,9 */
+    assert_int_equal(link_.dropped[SWD_DROP_EQUIVOCATION], 0);
+    assert_int_equal(sw_archive_count(ar), 4);
+    assert_false(swd_gossip_banned(&gossip, peer.pk));
+
+    take(&other, 0, 4, 10, 0.5f); /* archived [0,4) */
+    take(&other, 6, 2, 30, 0.5f); /* archived [6,8): a gap at 4,5 */
+    take(&other, 3, 6, 13, 0.5f); /* [3,9): agrees at 3, differs at 6 (q 16 vs 30) */
+    assert_int_equal(link_.dropped[SWD_DROP_EQUIVOCATION], 1);
+    assert_true(swd_gossip_banned(&gossip, other.pk));
+    assert_int_equal(sw_archive_count(ar), 6);
+}
+
 /* The GetUpdates request the i-th request carries. */
 static void assert_get_updates(size_t i, const uint8_t *origin, uint64_t first, uint32_t max)
 {
@@ -634,12 +657,19 @@ int main(void)
     if (sodium_init() < 0) return 1;
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(test_own_full_batch),     T(test_own_scale_cuts),
-        T(test_own_flush),          T(test_received_valid),
-        T(test_received_duplicate), T(test_received_bad_update),
-        T(test_received_far_ahead), T(test_received_equivocation),
-        T(test_repair_from),        T(test_repair_quiet),
-        T(test_on_updates),         T(test_refill_own),
+        T(test_own_full_batch),
+        T(test_own_scale_cuts),
+        T(test_own_flush),
+        T(test_received_valid),
+        T(test_received_duplicate),
+        T(test_received_bad_update),
+        T(test_received_far_ahead),
+        T(test_received_equivocation),
+        T(test_received_equivocation_straddling),
+        T(test_repair_from),
+        T(test_repair_quiet),
+        T(test_on_updates),
+        T(test_refill_own),
         T(test_requeue_archived),
     };
 #undef T
