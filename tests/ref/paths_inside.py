@@ -39,6 +39,9 @@ DOTDOT_RUN = re.compile(r"""(?P<anchor>%s\s*[,/]\s*)?"""
 # A relative path inside one literal or one ini value: ../x, ../../x, ...
 DOTDOT_PATH = re.compile(r"""(?:^|[\s"'=(:,;])(?P<path>(?:\.\.(?:/|(?![\w.-])))+)""")
 ABSOLUTE = re.compile(r"""(?<![\w.$}])/(?:work|home|root|Users|mnt|srv|media|opt/[\w-]*swarm)/""")
+# The checkout's own path, as a whole path component: a checkout at R must not
+# flag a temporary path that merely starts with R's text (R + "_test_XXXXXX").
+NAMES_SOURCE = re.compile(re.escape(SOURCE.rstrip("/")) + r"(?![\w.-])")
 OLD_FIXTURES = re.compile(r"shared[/\\\"', ]+fixtures")
 
 
@@ -59,7 +62,7 @@ def findings_in(text, rel_dir):
             if ups > depth:
                 out.append((no, f"relative path climbs {ups} levels from {rel_dir or '.'}/: "
                                 f"{line.strip()[:100]}"))
-        if ABSOLUTE.search(line) or (SOURCE != "/" and SOURCE in line):
+        if ABSOLUTE.search(line) or (SOURCE != "/" and NAMES_SOURCE.search(line)):
             out.append((no, f"absolute path into a checkout or a home: {line.strip()[:100]}"))
         if OLD_FIXTURES.search(line):
             out.append((no, f"names the old fixture folder: {line.strip()[:100]}"))
