@@ -2,7 +2,7 @@
 # Installs the Debian packages swarmtune needs, and only those missing.
 #   deploy/install-deps.sh run    build and run swarmd / swarmctl
 #   deploy/install-deps.sh test   also the test tools (cmocka, clang, python3, node, promtool)
-#   deploy/install-deps.sh bench  the test tools and PyTorch, the benchmarks' reference
+#   deploy/install-deps.sh bench  the test tools, PyTorch (the benchmarks' reference) and matplotlib (their plots)
 # Runs apt-get as root (directly, or through sudo when not root).
 set -eu
 
@@ -18,7 +18,7 @@ run) ;;
 test | bench)
     pkgs="$pkgs $test_pkgs"
     # The benchmarks compare against PyTorch on top of what the tests use.
-    [ "$role" = bench ] && pkgs="$pkgs python3-torch"
+    [ "$role" = bench ] && pkgs="$pkgs python3-torch python3-matplotlib"
     # Node.js comes from Debian unless one is already installed (e.g. NodeSource's,
     # which bundles npm and conflicts with Debian's npm package).
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
