@@ -756,6 +756,29 @@ static void swarm_print_runspec(const json_t *root)
     }
 }
 
+/* [data] valid's latest and best scoring (a node without it shows none). */
+static void swarm_print_valid(const json_t *root)
+{
+    const json_t *evals = sw_status_get(root, SW_STATUS_VALID_EVALS);
+    const json_t *best = sw_status_get(root, SW_STATUS_VALID_BEST_STEP);
+    if (!(json_is_integer(evals) && json_integer_value(evals) > 0) &&
+        (best == NULL || json_is_null(best)))
+        return;
+    char b[SWARM_CELL];
+    printf("\n# Validation\n");
+    swarm_kv("step", swarm_ftext(root, SW_STATUS_VALID_STEP, b, sizeof b));
+    swarm_kv("loss", swarm_freal(root, SW_STATUS_VALID_LOSS, "%.4f", b, sizeof b));
+    swarm_kv("accuracy", swarm_freal(root, SW_STATUS_VALID_ACCURACY, "%.4f", b, sizeof b));
+    swarm_kv("best_step", swarm_ftext(root, SW_STATUS_VALID_BEST_STEP, b, sizeof b));
+    swarm_kv("best_loss", swarm_freal(root, SW_STATUS_VALID_BEST_LOSS, "%.4f", b, sizeof b));
+    swarm_kv("best_accuracy",
+             swarm_freal(root, SW_STATUS_VALID_BEST_ACCURACY, "%.4f", b, sizeof b));
+    swarm_kv("best_dir", swarm_ftext(root, SW_STATUS_VALID_BEST_DIR, b, sizeof b));
+    swarm_kv("evals", swarm_ftext(root, SW_STATUS_VALID_EVALS, b, sizeof b));
+    swarm_kv("failures", swarm_ftext(root, SW_STATUS_VALID_FAILURES, b, sizeof b));
+    swarm_kv("seconds", swarm_freal(root, SW_STATUS_VALID_SECONDS, "%.2f", b, sizeof b));
+}
+
 static void swarm_print_status(const json_t *root)
 {
     char b[SWARM_CELL], b2[SWARM_CELL], line[2 * SWARM_CELL + 2];
@@ -810,6 +833,8 @@ static void swarm_print_status(const json_t *root)
             swarm_kv(key, b);
         }
     }
+
+    swarm_print_valid(root);
 
     printf("\n# Ledger\n");
     swarm_kv("updates", swarm_ftext(root, SW_STATUS_LEDGER_UPDATES, b, sizeof b));

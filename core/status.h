@@ -139,6 +139,30 @@ typedef enum sw_status_kind {
       "training steps taken by this process") \
     X(TRAIN_UPDATES_MADE, "train.updates_made", INT, NOTNULL, "updates", COUNTER, \
       "swarmd_updates_made_total", NULL, "own updates made by this process") \
+    X(VALID_STEP, "valid.step", INT, ORNULL, "steps", GAUGE, "swarmd_valid_step", NULL, \
+      "the own training step of the latest scoring of `[data] valid` (`null`: none yet, or no " \
+      "`[data] valid`)") \
+    X(VALID_LOSS, "valid.loss", REAL, ORNULL, "nats/token", GAUGE, "swarmd_valid_loss", NULL, \
+      "the latest validation loss (as `swarmctl model eval` computes it)") \
+    X(VALID_ACCURACY, "valid.accuracy", REAL, ORNULL, "", GAUGE, "swarmd_valid_accuracy", NULL, \
+      "the latest validation accuracy (`null` unless the file is multiple choice, " \
+      "docs/datasets.md)") \
+    X(VALID_SECONDS, "valid.seconds", REAL, ORNULL, "s", GAUGE, "swarmd_valid_seconds", NULL, \
+      "how long the latest scoring took (training waits meanwhile)") \
+    X(VALID_EVALS, "valid.evals", INT, NOTNULL, "scorings", COUNTER, "swarmd_valid_evals_total", \
+      NULL, "scorings of `[data] valid` done by this process") \
+    X(VALID_FAILURES, "valid.failures", INT, NOTNULL, "scorings", COUNTER, \
+      "swarmd_valid_failures_total", NULL, \
+      "scorings or best-model exports that failed (logged; training goes on)") \
+    X(VALID_BEST_STEP, "valid.best_step", INT, ORNULL, "steps", GAUGE, "swarmd_valid_best_step", \
+      NULL, "the step of the best scoring so far: the highest accuracy (ties: the lower loss), or " \
+      "the lowest loss for text data") \
+    X(VALID_BEST_LOSS, "valid.best_loss", REAL, ORNULL, "nats/token", GAUGE, \
+      "swarmd_valid_best_loss", NULL, "the best scoring's loss") \
+    X(VALID_BEST_ACCURACY, "valid.best_accuracy", REAL, ORNULL, "", GAUGE, \
+      "swarmd_valid_best_accuracy", NULL, "the best scoring's accuracy") \
+    X(VALID_BEST_DIR, "valid.best_dir", STRING, ORNULL, "", NONE, NULL, NULL, \
+      "where the best model is kept (`[train] keep_best`; `null` when not kept)") \
     X(LEDGER_UPDATES, "ledger.updates", INT, NOTNULL, "updates", GAUGE, "swarmd_ledger_updates", \
       NULL, "updates in the ledger") \
     X(LEDGER_CHECKPOINT_UPDATES, "ledger.checkpoint_updates", INT, NOTNULL, "updates", GAUGE, \

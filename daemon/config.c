@@ -256,6 +256,15 @@ const swd_cfg_key swd_config_keys[] = {
      .example = "../data/topic-train.jsonl",
      .doc = "this node's training data, JSONL (`text`, or `prompt` + `completion`: loss on the "
             "completion only); it never leaves the node"},
+    {.section = "data",
+     .name = "valid",
+     .type = SWD_CFG_PATH,
+     .offset = F(valid_path),
+     .path_kind = SWD_PATH_FILE,
+     .example = "../data/topic-test.jsonl",
+     .doc = "validation data, JSONL as `train`: scored on the trainer thread when training starts, "
+            "every `eval_every` own steps and when done (loss, and accuracy for prompt/completion "
+            "files), shown in `swarmctl status` and /metrics; empty: no validation"},
 
     /* [train] */
     {.section = "train",
@@ -291,6 +300,23 @@ const swd_cfg_key swd_config_keys[] = {
      .imin = 0,
      .imax = 1024,
      .doc = "worker threads of the trainer; 0: one per online CPU (results do not depend on it)"},
+    {.section = "train",
+     .name = "eval_every",
+     .type = SWD_CFG_UINT64,
+     .offset = F(eval_every),
+     .def = "100",
+     .umin = 1,
+     .umax = UINT64_MAX,
+     .doc = "own training steps between two scorings of `[data] valid` (the training pauses "
+            "meanwhile)"},
+    {.section = "train",
+     .name = "keep_best",
+     .type = SWD_CFG_BOOL,
+     .offset = F(keep_best),
+     .def = "false",
+     .doc = "export the model to `<state_dir>/best/` (Hugging Face layout, F32, with "
+            "`validation.json`) each time `[data] valid` scores better than before: the highest "
+            "accuracy (ties: the lower loss), or the lowest loss for text data"},
     /* The run spec's keys: core/runspec.h, SW_RUNSPEC_TRAIN_KEYS. */
     SW_RUNSPEC_TRAIN_KEYS(CONFIG_RUNSPEC_ROW)};
 

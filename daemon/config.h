@@ -70,12 +70,15 @@ typedef struct swd_config {
 
     /* [data] */
     char *train_path;
+    char *valid_path; /* NULL: no validation while training */
 
     /* [train] */
     int64_t batch_size;
     int64_t seq_len; /* 0: the model's context */
     uint64_t seed;
     int64_t threads; /* 0: every online CPU */
+    uint64_t eval_every; /* own training steps between validations */
+    bool keep_best;      /* export the best validated model to <state_dir>/best */
     /* The run-spec keys of [train] (SW_RUNSPEC_TRAIN_KEYS; max_scale 0:
      * calibrate on the first start); the model's keys stay zero here. */
     sw_runspec spec;

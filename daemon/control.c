@@ -256,6 +256,28 @@ static void control_status_train(const swd_control *c, json_t *v[SW_STATUS_COUNT
     v[SW_STATUS_TRAIN_UPDATES_MADE] = json_integer((json_int_t)c->p.pipeline->updates_made);
 }
 
+static json_t *control_real_or_null(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+static void control_status_valid(const swd_valid_report *r, json_t *v[SW_STATUS_COUNT])
+{
+    bool any = r->enabled && r->evals > 0;
+    v[SW_STATUS_VALID_STEP] = any ? json_integer((json_int_t)r->step) : json_null();
+    v[SW_STATUS_VALID_LOSS] = any ? control_real_or_null(r->loss) : json_null();
+    v[SW_STATUS_VALID_ACCURACY] = any ? control_real_or_null(r->accuracy) : json_null();
+    v[SW_STATUS_VALID_SECONDS] = any ? json_real(r->seconds) : json_null();
+    v[SW_STATUS_VALID_EVALS] = json_integer((json_int_t)r->evals);
+    v[SW_STATUS_VALID_FAILURES] = json_integer((json_int_t)r->failures);
+    v[SW_STATUS_VALID_BEST_STEP] =
+        r->has_best ? json_integer((json_int_t)r->best_step) : json_null();
+    v[SW_STATUS_VALID_BEST_LOSS] = r->has_best ? control_real_or_null(r->best_loss) : json_null();
+    v[SW_STATUS_VALID_BEST_ACCURACY] =
+        r->has_best ? control_real_or_null(r->best_accuracy) : json_null();
+    v[SW_STATUS_VALID_BEST_DIR] = r->best_kept ? json_string(r->best_dir) : json_null();
+}
+
 static json_t *control_status_peer(const swd_peer *p, uint64_t now)
 {
     json_t *v[SW_STATUS_COUNT] = {0};
@@ -300,6 +322,8 @@ json_t *swd_control_status(const swd_control *c)
     v[SW_STATUS_MODEL_VERSION_VECTOR] = control_vv_json(&c->p.view->vv);
 
     control_status_train(c, v);
+
+    control_status_valid(&c->p.view->last.valid, v);
 
     v[SW_STATUS_LEDGER_UPDATES] = json_integer((json_int_t)c->p.view->last.ledger_count);
     v[SW_STATUS_LEDGER_CHECKPOINT_UPDATES] = json_integer(

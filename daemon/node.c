@@ -381,7 +381,10 @@ int swd_node_run(const swd_config *cfg, const swd_node_opts *opts)
                               .tok = s.tok,
                               .max_steps = n.max_steps,
                               .checkpoint_every = cfg->checkpoint_every,
-                              .threads = s.threads};
+                              .threads = s.threads,
+                              .valid = s.valid,
+                              .eval_every = cfg->eval_every,
+                              .keep_best = cfg->keep_best};
     /* From the startup line on, a signal means a graceful stop: libuv holds
      * it until the loop runs (the worker sees the stop when it starts). */
     uv_signal_start(&n.sigint, node_on_signal, SIGINT);

@@ -321,6 +321,19 @@ int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_snapshot 
     swd_log(SWD_LOG_INFO, "data loaded",
             "records=%zu dropped=%zu truncated=%zu scored_tokens=%" PRId64 " seq_len=%d",
             s->ds->n_records, s->ds->n_dropped, s->ds->n_truncated, s->ds->n_scored, s->seq_len);
+    /* Validation is scored at the model's whole context, as `swarmctl model
+     * eval` scores a file, so that the two report the same figures. */
+    if (cfg->valid_path) {
+        if ((rc = sw_dataset_load(cfg->valid_path, s->tok, base->cfg.n_positions, &s->valid, &d)) !=
+            0) {
+            ex = setup_fail(SWD_EXIT_FAIL, "[data] valid", &d, rc);
+            goto fail;
+        }
+        swd_log(SWD_LOG_INFO, "validation data loaded",
+                "records=%zu dropped=%zu truncated=%zu eval_every=%" PRIu64 " keep_best=%s",
+                s->valid->n_records, s->valid->n_dropped, s->valid->n_truncated, cfg->eval_every,
+                cfg->keep_best ? "true" : "false");
+    }
 
     /* 2. the run spec */
     sw_runspec rs;
@@ -419,6 +432,7 @@ void swd_setup_release(swd_setup *s)
     s->w = NULL;
     s->trainer = NULL;
     s->ds = NULL;
+    s->valid = NULL;
     s->tok = NULL;
 }
 
@@ -426,6 +440,7 @@ void swd_setup_fini(swd_setup *s)
 {
     sw_trainer_free(s->trainer);
     sw_dataset_free(s->ds);
+    sw_dataset_free(s->valid);
     sw_tokenizer_free(s->tok);
     sw_fixed_free(s->w);
     sw_state_close(s->state);

@@ -44,6 +44,7 @@ typedef struct swd_setup {
     sw_fixed *w;
     sw_trainer *trainer;
     sw_dataset *ds;
+    sw_dataset *valid; /* [data] valid, or NULL */
     sw_tokenizer *tok;
     int threads; /* resolved [train] threads */
     int seq_len; /* resolved [train] seq_len */

@@ -37,6 +37,9 @@ int swd_worker_init(swd_worker *wk, const swd_worker_parts *parts, uv_async_t *n
     wk->checkpoint_every = parts->checkpoint_every;
     wk->threads = parts->threads > 0 ? parts->threads : 1;
     wk->notify = notify;
+    swd_validation_init(&wk->val, parts->valid, parts->eval_every, parts->keep_best,
+                        parts->state->dir, parts->state->base_model_dir,
+                        sw_trainer_next_step(parts->trainer));
     pthread_mutex_init(&wk->mu, NULL);
     pthread_cond_init(&wk->cv, NULL);
 
@@ -47,6 +50,7 @@ int swd_worker_init(swd_worker *wk, const swd_worker_parts *parts, uv_async_t *n
     r->scale = sw_trainer_scale(wk->trainer);
     r->ckpt_count = wk->state->has_ckpt ? wk->state->ckpt_meta.ledger_count : UINT64_MAX;
     r->ckpt_time = worker_now();
+    r->valid = wk->val.rep;
     wk->step_limit = UINT64_MAX;
     int rc = sw_ledger_vv(wk->state->ledger, &wk->vv);
     if (rc != 0) return rc;
@@ -331,6 +335,18 @@ static bool worker_finished(const swd_worker *wk)
     return sw_trainer_next_step(wk->trainer) >= wk->max_steps;
 }
 
+/* Scores [data] valid when due (between steps: the weights are ours). */
+static void worker_validate(swd_worker *wk)
+{
+    uint64_t step = sw_trainer_next_step(wk->trainer);
+    if (!swd_validation_due(&wk->val, step, worker_finished(wk))) return;
+    if (!swd_validation_run(&wk->val, wk->w, step, sw_ledger_count(wk->state->ledger))) return;
+    pthread_mutex_lock(&wk->mu);
+    wk->rep.valid = wk->val.rep;
+    worker_notify_locked(wk);
+    pthread_mutex_unlock(&wk->mu);
+}
+
 static void worker_main(void *arg)
 {
     swd_worker *wk = arg;
@@ -381,6 +397,7 @@ static void worker_main(void *arg)
                 goto out;
             }
         }
+        worker_validate(wk);
         if (!worker_finished(wk)) {
             if (!limited && worker_step(wk) != 0) goto out;
         } else if (!done_reported) {
@@ -578,6 +595,7 @@ void swd_worker_fini(swd_worker *wk)
     swd_worker_join(wk);
     sw_trainer_free(wk->trainer);
     sw_dataset_free(wk->ds);
+    swd_validation_fini(&wk->val);
     sw_tokenizer_free(wk->tok);
     sw_fixed_free(wk->w);
     sw_state_close(wk->state);

@@ -38,6 +38,7 @@
 #include "tokenizer.h"
 #include "trainer.h"
 #include "update.h"
+#include "validation.h"
 
 /* The inbox refuses updates beyond this many pending (the caller retries later). */
 #define SWD_WORKER_INBOX_MAX (1u << 20)
@@ -106,6 +107,7 @@ typedef struct swd_worker_report {
     double step_seconds;                      /* their total duration */
     size_t n_equiv;
     swd_worker_equivocation equiv[SWD_WORKER_EQUIV_MAX];
+    swd_valid_report valid; /* [data] valid: the latest and the best scoring (a level) */
     /* events */
     bool done;   /* next_step reached max_steps and a checkpoint holds it */
     bool exited; /* the thread has finished: join it */
@@ -124,6 +126,7 @@ typedef struct swd_worker {
     uint64_t checkpoint_every; /* 0: not by step count */
     int threads;
     sw_trainer_result res; /* large: kept here, not on the thread's stack */
+    swd_validation val;    /* [data] valid */
     sw_update *batch;      /* inbox updates being applied */
     size_t batch_cap;
 
@@ -170,6 +173,9 @@ typedef struct swd_worker_parts {
     uint64_t max_steps;
     uint64_t checkpoint_every;
     int threads;
+    sw_dataset *valid; /* NULL: no validation */
+    uint64_t eval_every;
+    bool keep_best;
 } swd_worker_parts;
 
 /* Takes ownership of parts' objects (also on failure). */
