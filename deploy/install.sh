@@ -162,7 +162,7 @@ else
         echo "# hardening (not /home, /root, /tmp)."
         sed -e "s|^state_dir = .*|state_dir = $statedir|" \
             -e "s|^path = \.\./models/tiny-gpt2-fortunes|path = $model|" \
-            -e "s|^train = \.\./data/|train = $data/|" \
+            -e "s|^\([a-z_]* = \)\.\./data/|\1$data/|" \
             -e "s|^bootstrap = .*|# bootstrap =|" \
             "$src/deploy/swarmd.example.ini"
     } >"$unit_tmp.ini"

@@ -321,6 +321,7 @@ def check_install(root):
     check(re.search(r"^state_dir = /var/lib/swarmd$", ini, re.M)
           and re.search(r"^path = /usr/local/share/swarmtune/models/tiny-gpt2-fortunes$", ini, re.M)
           and re.search(r"^train = /usr/local/share/swarmtune/data/topic-train.jsonl$", ini, re.M)
+          and re.search(r"^valid = /usr/local/share/swarmtune/data/topic-test.jsonl$", ini, re.M)
           and not re.search(r"^bootstrap", ini, re.M),
           "installed config: state_dir /var/lib/swarmd, the installed model and data, "
           "no bootstrap (founds a swarm)", ini[:1500])
