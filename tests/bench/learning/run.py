@@ -1,0 +1,250 @@
+#!/usr/bin/python3
+"""The learning benchmark: how much better at a task fine-tuning makes the bundled
+model, by method, over seeds.
+
+For one JSONL task (prompt/completion; held-out accuracy is multiple choice over its
+distinct completions, docs/datasets.md) it fine-tunes with
+  backprop  PyTorch AdamW (the ceiling; tests/bench/learning/torch_ref.py)
+  mezo      PyTorch MeZO, float zeroth-order SPSA at swarmd's settings
+  swarmd    one swarmd node (fixed-point, one-byte updates)
+  swarmN    N swarmd nodes on loopback, each on its shard of the training data,
+            at equal total updates (N nodes x steps/N own steps each)
+and scores the held-out file at fixed step counts (swarmd: `[data] valid`, the
+scorings of its log; a swarm: its first node, at total updates = N x own step).
+Every configuration runs over --seeds data orders and identities (origin ids seed
+every direction).  Prints, per method and step count, held-out loss and accuracy as
+min / median / max, the share of backpropagation's accuracy gain each reaches, and
+draws the curves to learning-<task>.png (median, min-max band).
+
+    meson test -C build --benchmark --suite bench learning -v     (the defaults below)
+    SW_SOURCE_ROOT=. SW_BUILD_ROOT=build /usr/bin/python3 tests/bench/learning/run.py \\
+        --task lang --steps 3000 --seeds 5 --methods backprop,mezo,swarmd,swarm2
+
+Needs PyTorch and matplotlib (deploy/install-deps.sh bench).  Runs two jobs at a
+time (one thread each; results do not depend on threads), a swarm alone.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(HERE, "..", "..", ".."))
+BUILD = os.environ.get("SW_BUILD_ROOT", os.path.join(SOURCE, "build"))
+sys.path.insert(0, os.path.join(SOURCE, "tests", "ref"))
+import nodeutil as nu  # noqa: E402
+
+TASKS = {
+    "lang": ("lang-train.jsonl", "lang-test.jsonl"),
+    "topic": ("topic-train.jsonl", "topic-test.jsonl"),
+}
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("--task", default="lang", choices=sorted(TASKS))
+ap.add_argument("--steps", type=int, default=3000, help="total updates (per-direction steps)")
+ap.add_argument("--eval-every", type=int, default=500)
+ap.add_argument("--seeds", type=int, default=5)
+ap.add_argument("--methods", default="backprop,mezo,swarmd,swarm2,swarm3,swarm4")
+ap.add_argument("--lr", type=float, default=3e-4, help="zeroth-order learning rate")
+ap.add_argument("--eps", type=float, default=1e-3)
+ap.add_argument("--backprop-lr", type=float, default=3e-4)
+ap.add_argument("--backprop-steps", type=int, default=500)
+ap.add_argument("--batch", type=int, default=8)
+ap.add_argument("--seq-len", type=int, default=128)
+ap.add_argument("--jobs", type=int, default=2)
+ap.add_argument("--out", default=os.path.join(BUILD, "learning"))
+ap.add_argument("--train-extra", default="", help="extra [train] keys for swarmd: k=v,k=v")
+args = ap.parse_args()
+
+MODEL = nu.FIXTURE_MODEL
+TRAIN = os.path.join(nu.DATA, TASKS[args.task][0])
+TEST = os.path.join(nu.DATA, TASKS[args.task][1])
+os.makedirs(args.out, exist_ok=True)
+ENV = dict(os.environ, SW_SOURCE_ROOT=SOURCE, SW_BUILD_ROOT=BUILD)
+
+
+def torch_job(method, seed):
+    steps = args.backprop_steps if method == "backprop" else args.steps
+    every = max(1, steps // 10) if method == "backprop" else args.eval_every
+    lr = args.backprop_lr if method == "backprop" else args.lr
+    cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_ref.py"), "--method", method,
+           "--model", MODEL, "--train", TRAIN, "--test", TEST, "--steps", str(steps),
+           "--eval-every", str(every), "--lr", str(lr), "--eps", str(args.eps),
+           "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--seed", str(seed)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=7200)
+    if p.returncode != 0:
+        raise RuntimeError(f"{method} seed {seed}: {p.stderr[-2000:]}")
+    return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+
+
+def swarmd_config(root, k, n, seed, data, every, pub, sync, bootstrap):
+    cfg = nu.default_config(os.path.join(root, f"n{k}", "state"), max_steps=args.steps // n,
+                            lr=args.lr, eps=args.eps, batch_size=args.batch,
+                            seq_len=args.seq_len, seed=seed * 100 + k, threads=1)
+    cfg["node"].update({"listen": f"tcp://127.0.0.1:{pub}", "sync": f"tcp://127.0.0.1:{sync}",
+                        "progress_ms": 0, "checkpoint_every": 0})
+    if bootstrap:
+        cfg["node"]["bootstrap"] = bootstrap
+    cfg["data"]["train"] = data
+    cfg["data"]["valid"] = TEST
+    cfg["train"]["eval_every"] = every
+    for kv in filter(None, args.train_extra.split(",")):
+        key, val = kv.split("=", 1)
+        cfg["train"][key] = val
+    return cfg
+
+
+def scorings(log):
+    out = []
+    for line in open(log, errors="replace"):
+        if " msg=validation " in line:
+            kv = dict(re.findall(r"(\w+)=(\S+)", line))
+            out.append((int(kv["step"]), float(kv["loss"]),
+                        float(kv["accuracy"]) if kv["accuracy"] != "none" else None))
+    return out
+
+
+def swarm_job(n, seed):
+    """n swarmd nodes (n = 1: solo); the first node's scorings, at total updates."""
+    root = tempfile.mkdtemp(prefix=f"sw_learn_{n}_{seed}_", dir=args.out)
+    shards = nu.shard(TRAIN, n, root) if n > 1 else [TRAIN]
+    every = max(1, args.eval_every // n)
+    procs, logs = [], []
+    founder_sync = None
+    try:
+        for k in range(n):
+            pub, sync = nu.free_port(), nu.free_port()
+            cfg = swarmd_config(root, k, n, seed, shards[k], every, pub, sync,
+                                founder_sync if k else "")
+            if k == 0:
+                founder_sync = f"tcp://127.0.0.1:{sync}"
+            d = os.path.join(root, f"n{k}")
+            os.makedirs(d, exist_ok=True)
+            key, _ = nu.write_identity(os.path.join(d, "id.key"), f"learn-{args.task}-{seed}-{k}")
+            cfg["node"]["identity"] = key
+            ini = nu.write_config(os.path.join(d, "swarmd.ini"), cfg)
+            log = os.path.join(d, "swarmd.log")
+            logs.append(log)
+            with open(log, "wb") as lf:
+                procs.append(subprocess.Popen([nu.SWARMD, "--config", ini, "--until-done"],
+                                              stdin=subprocess.DEVNULL, stdout=lf, stderr=lf))
+            if k == 0 and n > 1:
+                time.sleep(1.0)  # the founder writes the run spec the others adopt
+        for p in procs:
+            rc = p.wait(timeout=7200)
+            if rc != 0:
+                raise RuntimeError(f"swarm{n} seed {seed}: a node exited {rc}: "
+                                   + open(logs[procs.index(p)]).read()[-1500:])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    pts = scorings(logs[0])
+    shutil.rmtree(root, ignore_errors=True)
+    name = "swarmd" if n == 1 else f"swarm{n}"
+    return [{"method": name, "seed": seed, "step": s * n, "loss": l, "accuracy": a}
+            for s, l, a in pts]
+
+
+def job(method, seed):
+    t0 = time.monotonic()
+    if method in ("backprop", "mezo"):
+        pts = torch_job(method, seed)
+    else:
+        pts = swarm_job(1 if method == "swarmd" else int(method[5:]), seed)
+    print(f"  {method} seed {seed}: {len(pts)} scorings, {time.monotonic() - t0:.0f} s, final "
+          f"loss {pts[-1]['loss']:.3f} accuracy {pts[-1]['accuracy']}", flush=True)
+    return pts
+
+
+def spread(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return "-"
+    return f"{xs[0]:.3f} / {statistics.median(xs):.3f} / {xs[-1]:.3f}"
+
+
+def main():
+    methods = [m for m in args.methods.split(",") if m]
+    seeds = list(range(1, args.seeds + 1))
+    print(f"learning benchmark: task {args.task} ({os.path.basename(TRAIN)} -> "
+          f"{os.path.basename(TEST)}), {args.steps} updates, lr {args.lr:g}, eps {args.eps:g}, "
+          f"batch {args.batch}, seeds {seeds}, methods {methods}", flush=True)
+    results = []
+    t0 = time.monotonic()
+    alone = [(m, s) for m in methods if m.startswith("swarm") and m != "swarmd" for s in seeds]
+    paired = [(m, s) for m in methods for s in seeds if (m, s) not in alone]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
+        for pts in ex.map(lambda ms: job(*ms), paired):
+            results += pts
+    for m, s in alone:
+        results += job(m, s)
+    with open(os.path.join(args.out, f"learning-{args.task}.json"), "w") as f:
+        json.dump({"args": vars(args), "results": results}, f, indent=1)
+
+    by = {}
+    for r in results:
+        by.setdefault(r["method"], {}).setdefault(r["step"], []).append(r)
+    base = statistics.median(r["accuracy"] for r in results if r["step"] == 0) if any(
+        r["step"] == 0 for r in results) else None
+    print(f"\n{'method':10} {'updates':>8}  {'loss min / median / max':>26}  "
+          f"{'accuracy min / median / max':>28}")
+    for m in methods:
+        for step in sorted(by.get(m, {})):
+            rs = by[m][step]
+            print(f"{m:10} {step:8d}  {spread([r['loss'] for r in rs]):>26}  "
+                  f"{spread([r['accuracy'] for r in rs]):>28}  ({len(rs)} seeds)")
+    if "backprop" in by and base is not None:
+        bp_final = statistics.median(r["accuracy"] for r in by["backprop"][max(by["backprop"])])
+        gain = bp_final - base
+        print(f"\nbase accuracy {base:.3f}; backprop {bp_final:.3f} (median, "
+              f"{max(by['backprop'])} steps): gain {gain:+.3f}")
+        for m in methods:
+            if m == "backprop" or m not in by:
+                continue
+            fin = statistics.median(r["accuracy"] for r in by[m][max(by[m])])
+            share = (fin - base) / gain if gain > 0 else float("nan")
+            print(f"  {m:10} median {fin:.3f} at {max(by[m])} updates: {100 * share:.0f}% of "
+                  "backprop's gain")
+    plot(by, methods, base)
+    print(f"\n{time.monotonic() - t0:.0f} s in all; figures: {args.out}")
+    return 0
+
+
+def plot(by, methods, base):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    for m in methods:
+        if m not in by:
+            continue
+        steps = sorted(by[m])
+        for i, key in enumerate(("accuracy", "loss")):
+            vals = [[r[key] for r in by[m][s] if r[key] is not None] for s in steps]
+            med = [statistics.median(v) for v in vals]
+            line, = ax[i].plot(steps, med, marker="o", ms=3, label=m)
+            ax[i].fill_between(steps, [min(v) for v in vals], [max(v) for v in vals],
+                               color=line.get_color(), alpha=0.15)
+    ax[0].axhline(0.25, color="grey", ls=":", lw=1, label="chance")
+    ax[0].set_ylabel("held-out accuracy")
+    ax[1].set_ylabel("held-out loss (nats/token)")
+    ax[1].set_yscale("log")
+    for a in ax:
+        a.set_xlabel("updates (steps x directions; a swarm: all nodes')")
+        a.grid(alpha=0.3)
+    ax[0].legend(fontsize=8)
+    fig.suptitle(f"{args.task}: median and min-max over {args.seeds} seeds")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, f"learning-{args.task}.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
