@@ -13,8 +13,12 @@ and scores the held-out file at fixed step counts (swarmd: `[data] valid`, the
 scorings of its log; a swarm: its first node, at total updates = N x own step).
 Every configuration runs over --seeds data orders and identities (origin ids seed
 every direction).  Prints, per method and step count, held-out loss and accuracy as
-min / median / max, the share of backpropagation's accuracy gain each reaches, and
-draws the curves to learning-<task>.png (median, min-max band).
+min / median / max, the share of backpropagation's accuracy gain each reaches, the
+swarm's speed-up (updates, and steps per node, each swarm needs to reach the solo's
+final median loss and accuracy; efficiency = the solo's updates / the swarm's: 1.0 is
+a swarm of N needing N times fewer steps per node), and draws the curves to
+learning-<task>.png (median, min-max band) beside learning-<task>.json; --report
+JSON prints and draws an earlier run's again.
 
     meson test -C build --benchmark --suite bench learning -v     (the defaults below)
     SW_SOURCE_ROOT=. SW_BUILD_ROOT=build /usr/bin/python3 tests/bench/learning/run.py \\
@@ -61,6 +65,8 @@ ap.add_argument("--seq-len", type=int, default=128)
 ap.add_argument("--jobs", type=int, default=2)
 ap.add_argument("--out", default=os.path.join(BUILD, "learning"))
 ap.add_argument("--train-extra", default="", help="extra [train] keys for swarmd: k=v,k=v")
+ap.add_argument("--report", default=None, metavar="JSON",
+                help="print and draw the figures of an earlier run's learning-<task>.json")
 args = ap.parse_args()
 
 MODEL = nu.FIXTURE_MODEL
@@ -174,11 +180,17 @@ def spread(xs):
 def main():
     methods = [m for m in args.methods.split(",") if m]
     seeds = list(range(1, args.seeds + 1))
+    t0 = time.monotonic()
+    if args.report:
+        saved = json.load(open(args.report))
+        args.task, args.seeds = saved["args"]["task"], saved["args"]["seeds"]
+        print(f"learning benchmark: the figures of {args.report}")
+        report(saved["results"], [m for m in saved["args"]["methods"].split(",") if m])
+        return 0
     print(f"learning benchmark: task {args.task} ({os.path.basename(TRAIN)} -> "
           f"{os.path.basename(TEST)}), {args.steps} updates, lr {args.lr:g}, eps {args.eps:g}, "
           f"batch {args.batch}, seeds {seeds}, methods {methods}", flush=True)
     results = []
-    t0 = time.monotonic()
     alone = [(m, s) for m in methods if m.startswith("swarm") and m != "swarmd" for s in seeds]
     paired = [(m, s) for m in methods for s in seeds if (m, s) not in alone]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
@@ -188,7 +200,62 @@ def main():
         results += job(m, s)
     with open(os.path.join(args.out, f"learning-{args.task}.json"), "w") as f:
         json.dump({"args": vars(args), "results": results}, f, indent=1)
+    report(results, methods)
+    print(f"\n{time.monotonic() - t0:.0f} s in all; figures: {args.out}")
+    return 0
 
+
+def updates_to(pts, key, target, better):
+    """The first update count at which pts (sorted by step) reach target, linearly
+    interpolated between two scorings; None if they never do."""
+    prev = None
+    for r in pts:
+        v = r[key]
+        if v is not None and better(v, target):
+            if prev is None or prev[key] is None:
+                return r["step"]
+            f = (prev[key] - target) / (prev[key] - v) if prev[key] != v else 1.0
+            return prev["step"] + f * (r["step"] - prev["step"])
+        prev = r
+    return None
+
+
+def speedup(by, methods):
+    """The swarm's promise: updates (all nodes') to reach the solo's final median
+    loss and accuracy, per node and against the solo."""
+    if "swarmd" not in by:
+        return
+    final = by["swarmd"][max(by["swarmd"])]
+    targets = [("loss", statistics.median(r["loss"] for r in final), lambda v, t: v <= t)]
+    accs = [r["accuracy"] for r in final if r["accuracy"] is not None]
+    if accs:
+        targets.append(("accuracy", statistics.median(accs), lambda v, t: v >= t))
+    for key, target, better in targets:
+        print(f"\nto the solo's final median {key} {target:.3f} ({max(by['swarmd'])} updates):")
+        solo = None
+        for m in methods:
+            if m not in by or not m.startswith("swarm"):
+                continue
+            n = 1 if m == "swarmd" else int(m[5:])
+            per_seed = {}
+            for step in sorted(by[m]):
+                for r in by[m][step]:
+                    per_seed.setdefault(r["seed"], []).append(r)
+            got = [updates_to(sorted(v, key=lambda r: r["step"]), key, target, better)
+                   for v in per_seed.values()]
+            reached = sorted(u for u in got if u is not None)
+            if not reached:
+                print(f"  {m:10} not reached by any of {len(got)} seeds")
+                continue
+            med = statistics.median(reached)
+            if m == "swarmd":
+                solo = med
+            eff = f", efficiency {solo / med:.2f}" if solo else ""
+            print(f"  {m:10} {len(reached)}/{len(got)} seeds; updates {reached[0]:.0f} / {med:.0f} / "
+                  f"{reached[-1]:.0f}; steps per node {med / n:.0f} (median){eff}")
+
+
+def report(results, methods):
     by = {}
     for r in results:
         by.setdefault(r["method"], {}).setdefault(r["step"], []).append(r)
@@ -213,9 +280,8 @@ def main():
             share = (fin - base) / gain if gain > 0 else float("nan")
             print(f"  {m:10} median {fin:.3f} at {max(by[m])} updates: {100 * share:.0f}% of "
                   "backprop's gain")
+    speedup(by, methods)
     plot(by, methods, base)
-    print(f"\n{time.monotonic() - t0:.0f} s in all; figures: {args.out}")
-    return 0
 
 
 def plot(by, methods, base):
