@@ -37,11 +37,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.environ.get("SW_SOURCE_ROOT", os.path.join(HERE, "..", "..", ".."))
-BUILD = os.environ.get("SW_BUILD_ROOT", os.path.join(SOURCE, "build"))
+# Absolute: the nodes' configs sit in their own directories.
+SOURCE = os.path.abspath(os.environ.get("SW_SOURCE_ROOT", os.path.join(HERE, "..", "..", "..")))
+BUILD = os.path.abspath(os.environ.get("SW_BUILD_ROOT", os.path.join(SOURCE, "build")))
+os.environ.update(SW_SOURCE_ROOT=SOURCE, SW_BUILD_ROOT=BUILD)
 sys.path.insert(0, os.path.join(SOURCE, "tests", "ref"))
 import nodeutil as nu  # noqa: E402
 
@@ -183,23 +186,44 @@ def main():
     t0 = time.monotonic()
     if args.report:
         saved = json.load(open(args.report))
-        args.task, args.seeds = saved["args"]["task"], saved["args"]["seeds"]
+        args.task = saved["args"]["task"]
         print(f"learning benchmark: the figures of {args.report}")
         report(saved["results"], [m for m in saved["args"]["methods"].split(",") if m])
         return 0
     print(f"learning benchmark: task {args.task} ({os.path.basename(TRAIN)} -> "
           f"{os.path.basename(TEST)}), {args.steps} updates, lr {args.lr:g}, eps {args.eps:g}, "
           f"batch {args.batch}, seeds {seeds}, methods {methods}", flush=True)
+    # Each finished job is saved at once; a rerun with the same settings keeps what
+    # the file already holds for a (method, seed) and runs only the rest.
+    path = os.path.join(args.out, f"learning-{args.task}.json")
+    settings = {k: v for k, v in vars(args).items() if k not in ("methods", "seeds", "jobs",
+                                                                  "out", "report")}
     results = []
-    alone = [(m, s) for m in methods if m.startswith("swarm") and m != "swarmd" for s in seeds]
-    paired = [(m, s) for m in methods for s in seeds if (m, s) not in alone]
+    if os.path.exists(path):
+        saved = json.load(open(path))
+        if {k: saved["args"].get(k) for k in settings} == settings:
+            results = saved["results"]
+            print(f"  kept from {path}: {sorted({(r['method'], r['seed']) for r in results})}")
+    done = {(r["method"], r["seed"]) for r in results}
+    lock = threading.Lock()
+
+    def run(ms):
+        pts = job(*ms)
+        with lock:
+            results.extend(pts)
+            kept = sorted({r["method"] for r in results} | set(methods))
+            with open(path + ".tmp", "w") as f:
+                json.dump({"args": dict(vars(args), methods=",".join(kept)),
+                           "results": results}, f, indent=1)
+            os.replace(path + ".tmp", path)
+
+    todo = [(m, s) for m in methods for s in seeds if (m, s) not in done]
+    alone = [(m, s) for m, s in todo if m.startswith("swarm") and m != "swarmd"]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
-        for pts in ex.map(lambda ms: job(*ms), paired):
-            results += pts
-    for m, s in alone:
-        results += job(m, s)
-    with open(os.path.join(args.out, f"learning-{args.task}.json"), "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=1)
+        list(ex.map(run, [ms for ms in todo if ms not in alone]))
+    for ms in alone:
+        run(ms)
+    results = [r for r in results if r["method"] in methods and r["seed"] in seeds]
     report(results, methods)
     print(f"\n{time.monotonic() - t0:.0f} s in all; figures: {args.out}")
     return 0
@@ -230,7 +254,14 @@ def speedup(by, methods):
     accs = [r["accuracy"] for r in final if r["accuracy"] is not None]
     if accs:
         targets.append(("accuracy", statistics.median(accs), lambda v, t: v >= t))
+    start = by["swarmd"].get(0, [])
     for key, target, better in targets:
+        first = [r[key] for r in start if r[key] is not None]
+        base = statistics.median(first) if first else None
+        if base is not None and (target == base or not better(target, base)):
+            print(f"\nthe solo's final median {key} {target:.3f} is no better than the base's: "
+                  "no speed-up to measure")
+            continue
         print(f"\nto the solo's final median {key} {target:.3f} ({max(by['swarmd'])} updates):")
         solo = None
         for m in methods:
@@ -296,7 +327,8 @@ def plot(by, methods, base):
         for i, key in enumerate(("accuracy", "loss")):
             vals = [[r[key] for r in by[m][s] if r[key] is not None] for s in steps]
             med = [statistics.median(v) for v in vals]
-            line, = ax[i].plot(steps, med, marker="o", ms=3, label=m)
+            n = len({r["seed"] for s in steps for r in by[m][s]})
+            line, = ax[i].plot(steps, med, marker="o", ms=3, label=f"{m} ({n} seeds)")
             ax[i].fill_between(steps, [min(v) for v in vals], [max(v) for v in vals],
                                color=line.get_color(), alpha=0.15)
     ax[0].axhline(0.25, color="grey", ls=":", lw=1, label="chance")
@@ -307,7 +339,7 @@ def plot(by, methods, base):
         a.set_xlabel("updates (steps x directions; a swarm: all nodes')")
         a.grid(alpha=0.3)
     ax[0].legend(fontsize=8)
-    fig.suptitle(f"{args.task}: median and min-max over {args.seeds} seeds")
+    fig.suptitle(f"{args.task}: held-out scores, median and min-max over seeds")
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, f"learning-{args.task}.png"), dpi=110)
 

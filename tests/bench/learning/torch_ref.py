@@ -225,10 +225,15 @@ def direction(gen, p):
     return torch.randn(p.shape, generator=gen)
 
 
-def perturb(seed, scale):
+def directions_of(seed):
+    """z for every parameter, drawn once per direction (the four moves reuse it)."""
     gen = torch.Generator().manual_seed(seed)
-    for p in params:
-        p.add_(direction(gen, p), alpha=scale)
+    return [direction(gen, p) for p in params]
+
+
+def perturb(zs, scale):
+    for p, z in zip(params, zs):
+        p.add_(z, alpha=scale)
 
 
 def run_mezo():
@@ -240,16 +245,16 @@ def run_mezo():
             tok, mask = minibatch()
             ls = []
             for k in range(args.directions):
-                seed = (args.seed * 1000003 + step) * 64 + k
-                perturb(seed, args.eps)
+                zs = directions_of((args.seed * 1000003 + step) * 64 + k)
+                perturb(zs, args.eps)
                 lp = float(mean_loss(tok, mask))
-                perturb(seed, -2 * args.eps)
+                perturb(zs, -2 * args.eps)
                 lm = float(mean_loss(tok, mask))
-                perturb(seed, args.eps)
+                perturb(zs, args.eps)
                 g = (lp - lm) / (2 * args.eps)
                 if not math.isfinite(g):
                     g = 0.0
-                perturb(seed, -lr * g / args.directions)
+                perturb(zs, -lr * g / args.directions)
                 ls.append(0.5 * (lp + lm))
             if args.eval_every and step % args.eval_every == 0 or step == args.steps:
                 report(step, t0, sum(ls) / len(ls))
