@@ -264,10 +264,9 @@ def speedup(by, methods):
             continue
         print(f"\nto the solo's final median {key} {target:.3f} ({max(by['swarmd'])} updates):")
         solo = None
-        for m in methods:
-            if m not in by or not m.startswith("swarm"):
-                continue
-            n = 1 if m == "swarmd" else int(m[5:])
+        nodes = lambda m: 1 if m == "swarmd" else int(m[5:])  # noqa: E731
+        for m in sorted((m for m in methods if m in by and m.startswith("swarm")), key=nodes):
+            n = nodes(m)
             per_seed = {}
             for step in sorted(by[m]):
                 for r in by[m][step]:
