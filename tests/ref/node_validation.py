@@ -30,15 +30,6 @@ EVERY = 5
 VALID = os.path.join(nu.DATA, "topic-test.jsonl")
 
 
-def validations(log):
-    out = []
-    for line in log.splitlines():
-        if " msg=validation " in line:
-            kv = dict(re.findall(r"(\w+)=(\S+)", line))
-            out.append(kv)
-    return out
-
-
 def close(a, b, rel=1e-9):
     return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
 
@@ -73,7 +64,7 @@ def check_run(root):
         node.kill9()
         return
     v = st["valid"]
-    runs = validations(node.log_text())
+    runs = nu.validations(node.log_text())
     steps = [int(r["step"]) for r in runs]
     check(steps == [0, 5, 10, 12], f"scored at steps 0, 5, 10 and the last ({steps})")
     check(v["evals"] == 4 and v["failures"] == 0, f"valid.evals 4, failures 0 ({v['evals']}, "
@@ -129,7 +120,7 @@ def check_run(root):
     # a restart scores again (at the last step: no better) and keeps the best
     rc, _ = node.run(timeout=120)
     check(rc == 0, "restart: exit 0", node.log_text(10))
-    runs2 = validations(node.log_text())[len(runs):]
+    runs2 = nu.validations(node.log_text())[len(runs):]
     meta2 = json.load(open(os.path.join(v["best_dir"], "validation.json")))
     better = [r for r in runs2 if r["best"] == "true"]
     if better:

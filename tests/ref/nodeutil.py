@@ -438,6 +438,12 @@ def swarm_config(state_dir, bootstrap="", data=None, **train):
     return cfg
 
 
+def validations(log_text):
+    """The key=value fields of each `msg=validation` line of a swarmd log, in order."""
+    return [dict(re.findall(r"(\w+)=(\S+)", line)) for line in log_text.splitlines()
+            if " msg=validation " in line]
+
+
 def sync_addr(cfg):
     return cfg["node"]["sync"]
 

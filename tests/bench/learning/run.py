@@ -31,7 +31,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -76,7 +75,13 @@ MODEL = nu.FIXTURE_MODEL
 TRAIN = os.path.join(nu.DATA, TASKS[args.task][0])
 TEST = os.path.join(nu.DATA, TASKS[args.task][1])
 os.makedirs(args.out, exist_ok=True)
-ENV = dict(os.environ, SW_SOURCE_ROOT=SOURCE, SW_BUILD_ROOT=BUILD)
+
+
+def nodes_of(method):
+    """swarmd: 1, swarmN: N, a PyTorch method: None."""
+    if method == "swarmd":
+        return 1
+    return int(method[5:]) if method.startswith("swarm") else None
 
 
 def torch_job(method, seed):
@@ -87,37 +92,27 @@ def torch_job(method, seed):
            "--model", MODEL, "--train", TRAIN, "--test", TEST, "--steps", str(steps),
            "--eval-every", str(every), "--lr", str(lr), "--eps", str(args.eps),
            "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--seed", str(seed)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=7200)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
     if p.returncode != 0:
         raise RuntimeError(f"{method} seed {seed}: {p.stderr[-2000:]}")
     return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
 
 
-def swarmd_config(root, k, n, seed, data, every, pub, sync, bootstrap):
-    cfg = nu.default_config(os.path.join(root, f"n{k}", "state"), max_steps=args.steps // n,
-                            lr=args.lr, eps=args.eps, batch_size=args.batch,
-                            seq_len=args.seq_len, seed=seed * 100 + k, threads=1)
-    cfg["node"].update({"listen": f"tcp://127.0.0.1:{pub}", "sync": f"tcp://127.0.0.1:{sync}",
-                        "progress_ms": 0, "checkpoint_every": 0})
-    if bootstrap:
-        cfg["node"]["bootstrap"] = bootstrap
-    cfg["data"]["train"] = data
+def swarmd_config(root, k, n, seed, data, every, bootstrap):
+    cfg = nu.swarm_config(os.path.join(root, f"n{k}", "state"), bootstrap, data,
+                          max_steps=args.steps // n, lr=args.lr, eps=args.eps,
+                          batch_size=args.batch, seq_len=args.seq_len, seed=seed * 100 + k,
+                          threads=1)
+    # The shipped heartbeat and batching, not the fast ones of the tests.
+    for key in ("heartbeat_ms", "batch_max_ms"):
+        del cfg["node"][key]
+    cfg["node"].update({"progress_ms": 0, "checkpoint_every": 0})
     cfg["data"]["valid"] = TEST
     cfg["train"]["eval_every"] = every
     for kv in filter(None, args.train_extra.split(",")):
         key, val = kv.split("=", 1)
         cfg["train"][key] = val
     return cfg
-
-
-def scorings(log):
-    out = []
-    for line in open(log, errors="replace"):
-        if " msg=validation " in line:
-            kv = dict(re.findall(r"(\w+)=(\S+)", line))
-            out.append((int(kv["step"]), float(kv["loss"]),
-                        float(kv["accuracy"]) if kv["accuracy"] != "none" else None))
-    return out
 
 
 def swarm_job(n, seed):
@@ -129,11 +124,9 @@ def swarm_job(n, seed):
     founder_sync = None
     try:
         for k in range(n):
-            pub, sync = nu.free_port(), nu.free_port()
-            cfg = swarmd_config(root, k, n, seed, shards[k], every, pub, sync,
-                                founder_sync if k else "")
+            cfg = swarmd_config(root, k, n, seed, shards[k], every, founder_sync if k else "")
             if k == 0:
-                founder_sync = f"tcp://127.0.0.1:{sync}"
+                founder_sync = nu.sync_addr(cfg)
             d = os.path.join(root, f"n{k}")
             os.makedirs(d, exist_ok=True)
             key, _ = nu.write_identity(os.path.join(d, "id.key"), f"learn-{args.task}-{seed}-{k}")
@@ -155,19 +148,18 @@ def swarm_job(n, seed):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    pts = scorings(logs[0])
+    with open(logs[0], errors="replace") as f:
+        pts = nu.validations(f.read())
     shutil.rmtree(root, ignore_errors=True)
     name = "swarmd" if n == 1 else f"swarm{n}"
-    return [{"method": name, "seed": seed, "step": s * n, "loss": l, "accuracy": a}
-            for s, l, a in pts]
+    return [{"method": name, "seed": seed, "step": int(v["step"]) * n, "loss": float(v["loss"]),
+             "accuracy": None if v["accuracy"] == "none" else float(v["accuracy"])} for v in pts]
 
 
 def job(method, seed):
     t0 = time.monotonic()
-    if method in ("backprop", "mezo"):
-        pts = torch_job(method, seed)
-    else:
-        pts = swarm_job(1 if method == "swarmd" else int(method[5:]), seed)
+    n = nodes_of(method)
+    pts = torch_job(method, seed) if n is None else swarm_job(n, seed)
     print(f"  {method} seed {seed}: {len(pts)} scorings, {time.monotonic() - t0:.0f} s, final "
           f"loss {pts[-1]['loss']:.3f} accuracy {pts[-1]['accuracy']}", flush=True)
     return pts
@@ -218,7 +210,7 @@ def main():
             os.replace(path + ".tmp", path)
 
     todo = [(m, s) for m in methods for s in seeds if (m, s) not in done]
-    alone = [(m, s) for m, s in todo if m.startswith("swarm") and m != "swarmd"]
+    alone = [(m, s) for m, s in todo if (nodes_of(m) or 0) > 1]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
         list(ex.map(run, [ms for ms in todo if ms not in alone]))
     for ms in alone:
@@ -264,9 +256,8 @@ def speedup(by, methods):
             continue
         print(f"\nto the solo's final median {key} {target:.3f} ({max(by['swarmd'])} updates):")
         solo = None
-        nodes = lambda m: 1 if m == "swarmd" else int(m[5:])  # noqa: E731
-        for m in sorted((m for m in methods if m in by and m.startswith("swarm")), key=nodes):
-            n = nodes(m)
+        for m in sorted((m for m in methods if m in by and nodes_of(m)), key=nodes_of):
+            n = nodes_of(m)
             per_seed = {}
             for step in sorted(by[m]):
                 for r in by[m][step]:
