@@ -122,7 +122,14 @@ static void ckpt_header(uint8_t h[CKPT_HEADER_BYTES], const uint8_t run_id[SW_ID
     ckpt_put64(h + 104, (uint64_t)vv->n);
     ckpt_put64(h + 112, vv_bytes);
     memcpy(h + 120, digest, SW_FIXED_DIGEST_BYTES);
-    /* 152..160 reserved, zero */
+    /* 152..160: the adapters (all zero without: the bytes were reserved, zero,
+     * before adapters existed, so older checkpoints read as plain models) */
+    if (f->cfg.lora_rank > 0) {
+        uint32_t alpha_bits;
+        memcpy(&alpha_bits, &f->cfg.lora_alpha, 4);
+        ckpt_put32(h + 152, (uint32_t)f->cfg.lora_rank | f->cfg.lora_targets << 16);
+        ckpt_put32(h + 156, alpha_bits);
+    }
 }
 
 /* ---- writing ---- */
@@ -365,12 +372,22 @@ int sw_checkpoint_load(const char *path, const uint8_t run_id[SW_ID_BYTES],
         goto fail;
     }
     c.tie_word_embeddings = tie == 1;
+    const uint32_t lora = ckpt_get32(h + 152), lora_alpha = ckpt_get32(h + 156);
+    c.lora_rank = (int)(lora & 0xffffu);
+    c.lora_targets = lora >> 16;
+    memcpy(&c.lora_alpha, &lora_alpha, 4);
+    if (c.lora_rank == 0 && lora_alpha != 0) {
+        rc = sw_diag_set(diag, SW_EFORMAT, "%s: bad adapter fields", path);
+        goto fail;
+    }
     if ((rc = sw_gpt2_config_validate(&c, path, diag)) != 0) goto fail;
     if (cfg != NULL &&
         (c.n_layer != cfg->n_layer || c.n_head != cfg->n_head || c.n_embd != cfg->n_embd ||
          c.n_positions != cfg->n_positions || c.vocab_size != cfg->vocab_size ||
          memcmp(&c.layer_norm_epsilon, &cfg->layer_norm_epsilon, 4) != 0 ||
-         c.tie_word_embeddings != cfg->tie_word_embeddings)) {
+         c.tie_word_embeddings != cfg->tie_word_embeddings || c.lora_rank != cfg->lora_rank ||
+         c.lora_targets != cfg->lora_targets ||
+         (c.lora_rank > 0 && memcmp(&c.lora_alpha, &cfg->lora_alpha, 4) != 0))) {
         rc = sw_diag_set(diag, SW_EMISMATCH, "%s: checkpoint of another architecture", path);
         goto fail;
     }

@@ -2,10 +2,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
+#include "lora.h"
 
 #define EXPORT_PATH_MAX 4096
 
@@ -61,11 +63,28 @@ static int export_copy_tokenizer(const char *src, const char *dst, size_t *copie
     return rc;
 }
 
+/* A model with adapters: the merged model in out, the PEFT adapter in out/adapter. */
+static int export_lora(const sw_gpt2 *m, const char *base_dir, const char *out, sw_dtype dtype,
+                       size_t *copied, uint8_t digest[SW_GPT2_DIGEST_BYTES], sw_diag *diag)
+{
+    sw_gpt2 *merged = NULL;
+    char dir[4096];
+    int rc = sw_lora_merge(m, &merged, diag);
+    if (rc == 0) rc = sw_export_model(merged, base_dir, out, dtype, copied, digest, diag);
+    sw_gpt2_free(merged);
+    if (rc != 0) return rc;
+    if (snprintf(dir, sizeof dir, "%s/adapter", out) >= (int)sizeof dir)
+        return sw_diag_set(diag, SW_ETOOBIG, "%s: path too long", out);
+    if ((rc = sw_mkdir_p(dir, diag)) != 0) return rc;
+    return sw_lora_write_peft(m, dir, base_dir, diag);
+}
+
 int sw_export_model(const sw_gpt2 *m, const char *base_dir, const char *out, sw_dtype dtype,
                     size_t *copied, uint8_t digest[SW_GPT2_DIGEST_BYTES], sw_diag *diag)
 {
     if (dtype != SW_DTYPE_F32 && dtype != SW_DTYPE_F16)
         return sw_diag_set(diag, SW_EINVAL, "%s: export writes f32 or f16", out);
+    if (m->cfg.lora_rank > 0) return export_lora(m, base_dir, out, dtype, copied, digest, diag);
     size_t n = 0;
     int rc = sw_mkdir_p(out, diag);
     if (rc == 0) rc = sw_gpt2_save(m, out, dtype, diag);

@@ -27,7 +27,10 @@
  * merges.txt, tokenizer.json, tokenizer_config.json,
  * special_tokens_map.json).  *copied (may be NULL) counts them; digest (may
  * be NULL) receives the sw_gpt2_digest of what a reader of out loads (F16
- * rounds, so it is computed on the file read back).
+ * rounds, so it is computed on the file read back).  A model with adapters
+ * is written merged (sw_lora_merge: every tool reads it as a plain GPT-2) and
+ * its adapters as a PEFT adapter in out/adapter (sw_lora_write_peft, F32,
+ * base_model_name_or_path = base_dir); digest is the merged model's.
  */
 int sw_export_model(const sw_gpt2 *m, const char *base_dir, const char *out, sw_dtype dtype,
                     size_t *copied, uint8_t digest[SW_GPT2_DIGEST_BYTES], sw_diag *diag);

@@ -51,9 +51,60 @@ static void gpt2_layer_entry(size_t C, int k, int *ndim, int64_t shape[2], size_
     *ndim = cols[k] ? 2 : 1;
 }
 
-size_t sw_gpt2_tensor_count(const sw_gpt2_config *cfg)
+size_t sw_gpt2_base_tensor_count(const sw_gpt2_config *cfg)
 {
     return 4 + GPT2_PER_LAYER * (size_t)cfg->n_layer + (cfg->tie_word_embeddings ? 0 : 1);
+}
+
+/* Adapted weights per layer. */
+static size_t gpt2_lora_targets(const sw_gpt2_config *cfg)
+{
+    if (cfg->lora_rank <= 0) return 0;
+    size_t n = 0;
+    for (int k = 0; k < SW_LORA_N_TARGETS; k++)
+        n += (cfg->lora_targets >> k) & 1u;
+    return n;
+}
+
+size_t sw_gpt2_tensor_count(const sw_gpt2_config *cfg)
+{
+    return sw_gpt2_base_tensor_count(cfg) + 2 * gpt2_lora_targets(cfg) * (size_t)cfg->n_layer;
+}
+
+static const char *const gpt2_lora_target_name[SW_LORA_N_TARGETS] = {
+    "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+
+/* Adapter tensor j (0-based after the base tensors). */
+static void gpt2_lora_entry(const sw_gpt2_config *cfg, size_t j, sw_gpt2_tensor *out)
+{
+    const size_t per = 2 * gpt2_lora_targets(cfg);
+    const size_t l = j / per, e = j % per, r = (size_t)cfg->lora_rank;
+    size_t off = (size_t)sw_gpt2_config_param_count(cfg) -
+                 (size_t)cfg->n_layer * (size_t)sw_lora_layer_params(cfg) +
+                 l * (size_t)sw_lora_layer_params(cfg);
+    size_t seen = 0;
+    for (int k = 0; k < SW_LORA_N_TARGETS; k++) {
+        if (!(cfg->lora_targets & (1u << k))) continue;
+        int in, o;
+        sw_lora_target_dims(cfg, k, &in, &o);
+        for (int ab = 0; ab < 2; ab++, seen++) {
+            const int64_t rows = ab == 0 ? (int64_t)r : o, cols = ab == 0 ? in : (int64_t)r;
+            if (seen == e) {
+                snprintf(out->name, sizeof(out->name), "h.%zu.%s.lora_%c.weight", l,
+                         gpt2_lora_target_name[k], ab == 0 ? 'A' : 'B');
+                out->kind = ab == 0 ? SW_GPT2_LORA_A : SW_GPT2_LORA_B;
+                out->layer = (int)l;
+                out->target = k;
+                out->ndim = 2;
+                out->shape[0] = rows;
+                out->shape[1] = cols;
+                out->offset = off;
+                return;
+            }
+            off += (size_t)(rows * cols);
+        }
+    }
+    SW_ASSERT(0);
 }
 
 void sw_gpt2_tensor_at(const sw_gpt2_config *cfg, size_t i, sw_gpt2_tensor *out)
@@ -65,7 +116,10 @@ void sw_gpt2_tensor_at(const sw_gpt2_config *cfg, size_t i, sw_gpt2_tensor *out)
     const size_t tail = blocks + L * gpt2_layer_numel(C); /* first float of ln_f */
     memset(out, 0, sizeof(*out));
     out->layer = -1;
-    if (i == 0) {
+    out->target = -1;
+    if (i >= sw_gpt2_base_tensor_count(cfg)) {
+        gpt2_lora_entry(cfg, i - sw_gpt2_base_tensor_count(cfg), out);
+    } else if (i == 0) {
         snprintf(out->name, sizeof(out->name), "wte.weight");
         out->kind = SW_GPT2_WTE;
         out->ndim = 2;
@@ -155,6 +209,16 @@ void sw_gpt2_weights_view(const sw_gpt2_config *cfg, const float *params, sw_gpt
     out->ln_f_w = p;
     out->ln_f_b = p + C;
     out->lm_head = cfg->tie_word_embeddings ? params : p + 2 * C;
+    const size_t base = sw_gpt2_base_tensor_count(cfg), count = sw_gpt2_tensor_count(cfg);
+    for (size_t i = base; i < count; i++) {
+        sw_gpt2_tensor t;
+        sw_gpt2_tensor_at(cfg, i, &t);
+        sw_gpt2_layer *lw = &out->layers[t.layer];
+        if (t.kind == SW_GPT2_LORA_A)
+            lw->lora_a[t.target] = params + t.offset;
+        else
+            lw->lora_b[t.target] = params + t.offset;
+    }
 }
 
 int sw_gpt2_alloc(const sw_gpt2_config *cfg, sw_gpt2 **out, sw_diag *diag)
@@ -351,6 +415,9 @@ int sw_gpt2_save(const sw_gpt2 *m, const char *dir, sw_dtype dtype, sw_diag *dia
     if (dtype != SW_DTYPE_F32 && dtype != SW_DTYPE_F16)
         return sw_diag_set(diag, SW_EUNSUPPORTED, "%s: models are saved as F32 or F16, not %s", dir,
                            sw_dtype_name(dtype));
+    if (cfg->lora_rank > 0)
+        return sw_diag_set(diag, SW_EINVAL,
+                           "%s: a model with adapters is written merged or as a PEFT adapter", dir);
     ct = calloc(count, sizeof(*ct));
     wt = calloc(count, sizeof(*wt));
     if (!ct || !wt) {
@@ -529,6 +596,13 @@ void sw_gpt2_digest(const sw_gpt2 *m, uint8_t out[SW_GPT2_DIGEST_BYTES])
     gpt2_hash_u32(&h, (uint32_t)cfg->vocab_size);
     gpt2_hash_u32(&h, cfg->tie_word_embeddings ? 1u : 0u);
     gpt2_hash_u32(&h, eps_bits);
+    if (cfg->lora_rank > 0) {
+        uint32_t alpha_bits;
+        memcpy(&alpha_bits, &cfg->lora_alpha, 4);
+        gpt2_hash_u32(&h, (uint32_t)cfg->lora_rank);
+        gpt2_hash_u32(&h, alpha_bits);
+        gpt2_hash_u32(&h, cfg->lora_targets);
+    }
     const size_t count = sw_gpt2_tensor_count(cfg);
     gpt2_hash_u32(&h, (uint32_t)count);
     for (size_t i = 0; i < count; i++) {

@@ -15,7 +15,12 @@
  *     h.l.mlp.c_fc.weight (C, 4C), h.l.mlp.c_fc.bias (4C),
  *     h.l.mlp.c_proj.weight (4C, C), h.l.mlp.c_proj.bias (C),
  *   ln_f.weight (C), ln_f.bias (C),
- *   lm_head.weight (V, C) only when the head is not tied to wte.
+ *   lm_head.weight (V, C) only when the head is not tied to wte,
+ *   with LoRA adapters (cfg.lora_rank > 0), per layer l and per target in the
+ *   order attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj (those selected):
+ *     h.l.<target>.lora_A.weight (r, in), h.l.<target>.lora_B.weight (out, r)
+ *   (PEFT's names and layouts; appended, so the base tensors keep their
+ *   offsets and the base's part of the order is the plain model's).
  * Linear weights keep Hugging Face's Conv1D layout [in, out], so y = x W + b
  * is a plain row-major sgemm.
  *
@@ -51,6 +56,8 @@ typedef enum sw_gpt2_kind {
     SW_GPT2_LNF_W,
     SW_GPT2_LNF_B,
     SW_GPT2_LM_HEAD,
+    SW_GPT2_LORA_A, /* (r, in) */
+    SW_GPT2_LORA_B, /* (out, r) */
 } sw_gpt2_kind;
 
 /* One entry of the canonical tensor list. */
@@ -58,16 +65,21 @@ typedef struct sw_gpt2_tensor {
     char name[64]; /* Hugging Face name without the "transformer." prefix */
     sw_gpt2_kind kind;
     int layer; /* block index, or -1 */
+    int target; /* LoRA tensors: the adapted weight (0..3, SW_LORA_* bit order); else -1 */
     int ndim;  /* 1 or 2 */
     int64_t shape[2];
     size_t offset; /* in floats, into the flat parameter block */
     size_t numel;
 } sw_gpt2_tensor;
 
-/* Number of canonical tensors: 4 + 12 * n_layer (+1 for an untied head). */
+/* Number of canonical tensors: 4 + 12 * n_layer (+1 for an untied head),
+ * + 2 per adapted weight per layer. */
 size_t sw_gpt2_tensor_count(const sw_gpt2_config *cfg);
 /* Describes canonical tensor i (i < sw_gpt2_tensor_count). */
 void sw_gpt2_tensor_at(const sw_gpt2_config *cfg, size_t i, sw_gpt2_tensor *out);
+/* Canonical tensors of the base model alone (the first ones): the count
+ * without adapters. */
+size_t sw_gpt2_base_tensor_count(const sw_gpt2_config *cfg);
 
 /* Read-only views of one block's weights (shapes as in the list above). */
 typedef struct sw_gpt2_layer {
@@ -81,6 +93,9 @@ typedef struct sw_gpt2_layer {
     const float *fc_b;            /* (4C) */
     const float *fc_proj_w;       /* (4C, C) */
     const float *fc_proj_b;       /* (C) */
+    /* adapters of attn_w, attn_proj_w, fc_w, fc_proj_w (SW_LORA_* order), or NULL */
+    const float *lora_a[SW_LORA_N_TARGETS]; /* (r, in) */
+    const float *lora_b[SW_LORA_N_TARGETS]; /* (out, r) */
 } sw_gpt2_layer;
 
 typedef struct sw_gpt2_weights {
@@ -124,7 +139,8 @@ int sw_gpt2_load_tensors(sw_gpt2 *m, const sw_safetensors *st, const char *name,
 /*
  * Writes DIR/config.json and DIR/model.safetensors (canonical names and order,
  * dtype F32 or F16).  DIR must exist.  F32 output is a pure function of the
- * weights.  Tokenizer files are not written here.
+ * weights.  Tokenizer files are not written here.  A model with adapters is
+ * refused (SW_EINVAL): it is written merged or as a PEFT adapter (lora.h).
  */
 int sw_gpt2_save(const sw_gpt2 *m, const char *dir, sw_dtype dtype, sw_diag *diag);
 
@@ -139,8 +155,9 @@ void sw_gpt2_init_random(sw_gpt2 *m, uint64_t seed);
 
 #define SW_GPT2_DIGEST_BYTES 32
 /*
- * BLAKE2b-256 over "swarmtune-gpt2-v1", the architecture and, per canonical
- * tensor, its name, shape and float32 little-endian values.  Equal weights
+ * BLAKE2b-256 over "swarmtune-gpt2-v1", the architecture (the adapter's
+ * rank, alpha and targets only when it has one) and, per canonical tensor,
+ * its name, shape and float32 little-endian values.  Equal weights
  * give equal digests whatever file dtype they were loaded from.
  */
 void sw_gpt2_digest(const sw_gpt2 *m, uint8_t out[SW_GPT2_DIGEST_BYTES]);

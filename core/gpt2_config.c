@@ -22,6 +22,27 @@ uint64_t sw_gpt2_config_param_count(const sw_gpt2_config *cfg)
      * c_fc (4C^2 + 4C); mlp c_proj (4C^2 + C) = 12C^2 + 13C. */
     uint64_t n = V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
     if (!cfg->tie_word_embeddings) n += V * C;
+    return n + L * sw_lora_layer_params(cfg);
+}
+
+void sw_lora_target_dims(const sw_gpt2_config *cfg, int k, int *in, int *out)
+{
+    static const int in_x[SW_LORA_N_TARGETS] = {1, 1, 1, 4};
+    static const int out_x[SW_LORA_N_TARGETS] = {3, 1, 4, 1};
+    *in = in_x[k] * cfg->n_embd;
+    *out = out_x[k] * cfg->n_embd;
+}
+
+uint64_t sw_lora_layer_params(const sw_gpt2_config *cfg)
+{
+    if (cfg->lora_rank <= 0) return 0;
+    uint64_t n = 0;
+    for (int k = 0; k < SW_LORA_N_TARGETS; k++) {
+        if (!(cfg->lora_targets & (1u << k))) continue;
+        int in, out;
+        sw_lora_target_dims(cfg, k, &in, &out);
+        n += (uint64_t)cfg->lora_rank * ((uint64_t)in + (uint64_t)out);
+    }
     return n;
 }
 
@@ -51,6 +72,15 @@ int sw_gpt2_config_validate(const sw_gpt2_config *cfg, const char *name, sw_diag
     if (!(cfg->layer_norm_epsilon > 0.0f && cfg->layer_norm_epsilon <= 1.0f))
         return sw_diag_set(diag, SW_EFORMAT, "%s: layer_norm_epsilon = %g is out of bounds (0, 1]",
                            name, (double)cfg->layer_norm_epsilon);
+    if (cfg->lora_rank == 0 ? cfg->lora_targets != 0
+                            : cfg->lora_rank < 0 || cfg->lora_rank > SW_LORA_MAX_RANK ||
+                                  cfg->lora_targets == 0 || (cfg->lora_targets & ~SW_LORA_ALL) ||
+                                  !(cfg->lora_alpha > 0.0f && cfg->lora_alpha <= SW_LORA_MAX_ALPHA))
+        return sw_diag_set(diag, SW_EFORMAT,
+                           "%s: adapter rank %d, alpha %g, targets 0x%x: the rank must be in "
+                           "[1, %d] with some targets and alpha in (0, %g], or 0 with none",
+                           name, cfg->lora_rank, (double)cfg->lora_alpha, cfg->lora_targets,
+                           SW_LORA_MAX_RANK, SW_LORA_MAX_ALPHA);
     uint64_t params = sw_gpt2_config_param_count(cfg);
     if (params > SW_GPT2_MAX_PARAMS)
         return sw_diag_set(diag, SW_ETOOBIG,

@@ -61,6 +61,8 @@ struct sw_gpt2_acts {
     int *nll_pos;      /* (NLL_ROWS) b*T + t of each gathered row */
     int32_t *nll_tgt;  /* (NLL_ROWS) target token */
     uint8_t *nll_bad;  /* (NLL_ROWS) hidden row not finite */
+    int R;             /* adapter rank the scratch was sized for (0: none) */
+    float *lora;       /* (N, R) x A^T of one adapter */
     void *block;
 };
 
@@ -306,7 +308,7 @@ static void gpt2_bias_rows(float *restrict y, const float *restrict b, int N, in
 
 typedef struct gpt2_layout {
     size_t lengths, offsets, residual, ln, work, att, hidden;
-    size_t nll_h, nll_tile, nll_max, nll_sum, nll_tlogit, nll_pos, nll_tgt, nll_bad;
+    size_t nll_h, nll_tile, nll_max, nll_sum, nll_tlogit, nll_pos, nll_tgt, nll_bad, lora;
     size_t total;
 } gpt2_layout;
 
@@ -346,7 +348,9 @@ static bool gpt2_acts_layout(const sw_gpt2_config *cfg, int max_B, int max_T, gp
               gpt2_reserve(&t, &lay->nll_tlogit, GPT2_NLL_ROWS, sizeof(float)) &&
               gpt2_reserve(&t, &lay->nll_pos, GPT2_NLL_ROWS, sizeof(int)) &&
               gpt2_reserve(&t, &lay->nll_tgt, GPT2_NLL_ROWS, sizeof(int32_t)) &&
-              gpt2_reserve(&t, &lay->nll_bad, GPT2_NLL_ROWS, 1);
+              gpt2_reserve(&t, &lay->nll_bad, GPT2_NLL_ROWS, 1) &&
+              gpt2_reserve(&t, &lay->lora, N * (size_t)(cfg->lora_rank > 0 ? cfg->lora_rank : 1),
+                           sizeof(float));
     lay->total = t;
     return ok;
 }
@@ -401,6 +405,8 @@ int sw_gpt2_acts_alloc(const sw_gpt2_config *cfg, int max_B, int max_T, sw_gpt2_
     a->nll_pos = (int *)(void *)(p + lay.nll_pos);
     a->nll_tgt = (int32_t *)(void *)(p + lay.nll_tgt);
     a->nll_bad = (uint8_t *)(p + lay.nll_bad);
+    a->R = cfg->lora_rank;
+    a->lora = (float *)(void *)(p + lay.lora);
     *out = a;
     return 0;
 }
@@ -420,7 +426,7 @@ const float *sw_gpt2_acts_hidden(const sw_gpt2_acts *a)
 static bool gpt2_acts_match(const sw_gpt2_acts *a, const sw_gpt2_config *cfg)
 {
     return a->C == cfg->n_embd && a->NH == cfg->n_head && a->V == cfg->vocab_size &&
-           a->P == cfg->n_positions;
+           a->P == cfg->n_positions && a->R == cfg->lora_rank;
 }
 
 /* ---------------------------------------------------------------------------
@@ -522,6 +528,24 @@ static void gpt2_attention(sw_gpt2_acts *a, const float *qkv, float *out, int C,
     }
 }
 
+/*
+ * y (N, out) += (alpha / r) (x A^T) B^T for an adapted weight (x: (N, in),
+ * A: (r, in), B: (out, r)); nothing when the weight has no adapter.  Added
+ * before the bias, so the block computes x (W + (alpha / r) A^T B^T) + b.
+ */
+static void gpt2_lora(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const sw_gpt2_layer *lw, int k,
+                      const float *x, float *y)
+{
+    if (lw->lora_a[k] == NULL) return;
+    int in, out;
+    sw_lora_target_dims(cfg, k, &in, &out);
+    const int N = a->N, r = cfg->lora_rank;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, in, 1.0f, x, in, lw->lora_a[k], in,
+                0.0f, a->lora, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, out, r, cfg->lora_alpha / (float)r,
+                a->lora, r, lw->lora_b[k], r, 1.0f, y, out);
+}
+
 void sw_gpt2_block(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const sw_gpt2_layer *lw)
 {
     SW_ASSERT(a->stage >= 1 && gpt2_acts_match(a, cfg));
@@ -535,19 +559,23 @@ void sw_gpt2_block(sw_gpt2_acts *a, const sw_gpt2_config *cfg, const sw_gpt2_lay
     gpt2_layernorm(ln, res, lw->ln_1_w, lw->ln_1_b, N, C, cfg->layer_norm_epsilon);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, 3 * C, C, 1.0f, ln, C, lw->attn_w,
                 3 * C, 0.0f, qkv, 3 * C);
+    gpt2_lora(a, cfg, lw, 0, ln, qkv);
     gpt2_bias_rows(qkv, lw->attn_b, N, 3 * C);
     gpt2_attention(a, qkv, ln, C, cfg->n_head); /* ln now holds the attention output */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, C, 1.0f, ln, C, lw->attn_proj_w, C,
                 1.0f, res, C);
+    gpt2_lora(a, cfg, lw, 1, ln, res);
     gpt2_bias_rows(res, lw->attn_proj_b, N, C);
 
     /* MLP */
     gpt2_layernorm(ln, res, lw->ln_2_w, lw->ln_2_b, N, C, cfg->layer_norm_epsilon);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, 4 * C, C, 1.0f, ln, C, lw->fc_w,
                 4 * C, 0.0f, fc, 4 * C);
+    gpt2_lora(a, cfg, lw, 2, ln, fc);
     gpt2_bias_gelu(fc, lw->fc_b, N, 4 * C);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, 4 * C, 1.0f, fc, 4 * C,
                 lw->fc_proj_w, C, 1.0f, res, C);
+    gpt2_lora(a, cfg, lw, 3, fc, res);
     gpt2_bias_rows(res, lw->fc_proj_b, N, C);
     a->stage = 1;
 }

@@ -191,11 +191,41 @@ int sw_runspec_validate(const sw_runspec *rs, const char *name, sw_diag *diag)
         if (c < 0x20 || c > 0x7e)
             return RS_BAD("train.trainable", "byte %zu is not printable ASCII", name, i);
     }
-    bool mask[4 + 12 * SW_GPT2_MAX_LAYERS + 1];
+    const bool lora = sw_runspec_has_adapter(rs);
+    if (!lora && strcmp(rs->adapter, "none") != 0)
+        return RS_BAD("train.adapter", "must be none or lora, got '%.64s'", name, rs->adapter);
     sw_diag sub;
-    rc = sw_trainer_trainable(&rs->arch, rs->trainable, mask, NULL, &sub);
+    unsigned targets;
+    if (lora && (rc = sw_lora_targets_parse(rs->lora_targets, &targets, &sub)) != 0)
+        return sw_diag_set(diag, rc, "%s: train.%s", name, sub.msg);
+    sw_gpt2_config model;
+    sw_runspec_model_config(rs, &model);
+    if ((rc = sw_gpt2_config_validate(&model, arch_name, diag)) != 0) return rc;
+    bool *mask = calloc(sw_gpt2_tensor_count(&model), sizeof *mask);
+    if (mask == NULL) return sw_diag_set(diag, SW_ENOMEM, "%s: out of memory", name);
+    rc = sw_trainer_trainable(&model, rs->trainable, mask, NULL, &sub);
+    free(mask);
     if (rc != 0) return sw_diag_set(diag, rc, "%s: train.trainable: %s", name, sub.msg);
     return 0;
+}
+
+bool sw_runspec_has_adapter(const sw_runspec *rs)
+{
+    return strcmp(rs->adapter, "lora") == 0;
+}
+
+void sw_runspec_model_config(const sw_runspec *rs, sw_gpt2_config *out)
+{
+    *out = rs->arch;
+    out->lora_rank = 0;
+    out->lora_alpha = 0.0f;
+    out->lora_targets = 0;
+    unsigned targets = 0;
+    if (!sw_runspec_has_adapter(rs) || sw_lora_targets_parse(rs->lora_targets, &targets, NULL) != 0)
+        return;
+    out->lora_rank = rs->lora_rank;
+    out->lora_alpha = (float)rs->lora_alpha;
+    out->lora_targets = targets;
 }
 
 /* ---- canonical serialisation ---- */
@@ -395,8 +425,11 @@ int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *l
     size_t open_len = 0; /* length of the open group's name, 0: none */
     const char *open_group = NULL;
     runspec_puts(&b, "{");
+    const bool lora = sw_runspec_has_adapter(rs);
+    bool first = true;
     for (size_t i = 0; i < RS_NKEYS; i++) {
         const sw_runspec_key *k = keys[i];
+        if ((k->flags & SW_RSK_LORA) && !lora) continue;
         size_t glen = runspec_group_len(k->path);
         bool same_group = open_len != 0 && glen == open_len &&
                           memcmp(open_group, k->path, glen) == 0;
@@ -404,7 +437,8 @@ int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *l
             runspec_puts(&b, "}");
             open_len = 0;
         }
-        if (i > 0) runspec_puts(&b, ",");
+        if (!first) runspec_puts(&b, ",");
+        first = false;
         if (glen != 0 && !same_group) {
             runspec_puts(&b, "\"");
             runspec_put(&b, k->path, glen);
@@ -638,9 +672,23 @@ static int runspec_parse_object(json_t *obj, const char *group, const char *name
         const sw_runspec_key *k = keys[i];
         if (!runspec_in_group(k, group)) continue;
         json_t *val = json_object_get(obj, runspec_leaf(k->path));
+        if (val == NULL && (k->flags & SW_RSK_LORA)) continue; /* checked below */
         if (val == NULL) return sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing", name, k->path);
         int rc = runspec_parse_value(k, val, name, rs, diag);
         if (rc != 0) return rc;
+    }
+    /* train.adapter came first (sorted): the adapter keys are there exactly with lora */
+    const bool lora = sw_runspec_has_adapter(rs);
+    for (size_t i = 0; i < RS_NKEYS; i++) {
+        const sw_runspec_key *k = keys[i];
+        if (!runspec_in_group(k, group) || !(k->flags & SW_RSK_LORA)) continue;
+        const bool present = json_object_get(obj, runspec_leaf(k->path)) != NULL;
+        if (lora && !present)
+            return sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing (train.adapter is lora)", name,
+                               k->path);
+        if (!lora && present && strcmp(k->path, "train.adapter") != 0)
+            return sw_diag_set(diag, SW_EFORMAT,
+                               "%s: %s: only in a run with train.adapter = lora", name, k->path);
     }
     return 0;
 }
@@ -727,8 +775,11 @@ const char *sw_runspec_diff(const sw_runspec *a, const sw_runspec *b)
 {
     const sw_runspec_key *keys[RS_NKEYS];
     runspec_sorted(keys);
+    const bool lora = sw_runspec_has_adapter(a) || sw_runspec_has_adapter(b);
     for (size_t i = 0; i < RS_NKEYS; i++) {
         const sw_runspec_key *k = keys[i];
+        /* without adapters on either side the adapter keys are not part of the run */
+        if ((k->flags & SW_RSK_LORA) && !lora) continue;
         const void *fa = runspec_field(a, k), *fb = runspec_field(b, k);
         bool eq = true;
         switch (k->type) {

@@ -46,6 +46,7 @@
 
 #include "gpt2.h"
 #include "gpt2_config.h"
+#include "lora.h"
 #include "sw_error.h"
 #include "update.h"
 
@@ -81,6 +82,10 @@ typedef struct sw_runspec {
     double eps;                                   /* (0, 1], finite */
     double weight_decay;                          /* [0, 1), finite (-0 reads as 0) */
     char trainable[SW_RUNSPEC_TRAINABLE_MAX + 1]; /* PCRE2 pattern, unanchored search */
+    char adapter[SW_RUNSPEC_TRAINABLE_MAX + 1];   /* "none" or "lora" */
+    int lora_rank;                                /* 1 .. SW_LORA_MAX_RANK */
+    double lora_alpha;                            /* (0, SW_LORA_MAX_ALPHA] */
+    char lora_targets[SW_RUNSPEC_TRAINABLE_MAX + 1]; /* sw_lora_targets_parse list */
     uint64_t scale_window;                        /* 1 .. SW_RUNSPEC_MAX_SCALE_WINDOW */
     sw_quant quant;                               /* "quantization" */
     sw_admission admission;                       /* "admission": {"policy": ...} */
@@ -106,6 +111,10 @@ typedef enum sw_runspec_type {
 #define SW_RSK_HI_OPEN 2u   /* the upper bound is excluded */
 #define SW_RSK_ADOPT 4u     /* a joiner whose configuration leaves it out takes the swarm's */
 #define SW_RSK_CALIBRATE 8u /* 0 in the configuration: measured by the founder's first start */
+/* Only in a run with train.adapter = lora: the canonical form has the key
+ * (and a parser requires it) exactly then, so the run ids of runs without
+ * adapters are what they were before adapters existed. */
+#define SW_RSK_LORA 16u
 
 /*
  * The run spec's keys, each once.  Everything else about a key is generated
@@ -154,7 +163,20 @@ typedef enum sw_runspec_type {
       "n-SPSA: directions (updates) per training step, all on the same minibatch") \
     X(trainable, "train.trainable", "trainable", STRING, ".*", 0, 0, SW_RSK_ADOPT, \
       "PCRE2 regular expression over canonical tensor names (`h.0.attn.c_attn.weight`, " \
-      "`wte.weight`, ...): only matching tensors are perturbed and updated") \
+      "`wte.weight`, ...): only matching tensors are perturbed and updated; with " \
+      "`adapter = lora` it selects among the adapter tensors (`h.0.attn.c_attn.lora_A.weight`)") \
+    X(adapter, "train.adapter", "adapter", STRING, "none", 0, 0, SW_RSK_ADOPT | SW_RSK_LORA, \
+      "`none`: train the model's own weights; `lora`: freeze the base model and train " \
+      "low-rank adapters on the linear weights of every block (docs/model.md)") \
+    X(lora_rank, "train.lora_rank", "lora_rank", INT, "8", 1, SW_LORA_MAX_RANK, \
+      SW_RSK_ADOPT | SW_RSK_LORA, "rank r of every adapter (with `adapter = lora`)") \
+    X(lora_alpha, "train.lora_alpha", "lora_alpha", DOUBLE, "16", 0, SW_LORA_MAX_ALPHA, \
+      SW_RSK_ADOPT | SW_RSK_LO_OPEN | SW_RSK_LORA, \
+      "an adapter adds (lora_alpha / lora_rank) x A^T B^T to its weight (with `adapter = lora`)") \
+    X(lora_targets, "train.lora_targets", "lora_targets", STRING, SW_LORA_TARGETS_ALL, 0, 0, \
+      SW_RSK_ADOPT | SW_RSK_LORA, \
+      "comma-separated weights of every block that carry an adapter: `attn.c_attn`, " \
+      "`attn.c_proj`, `mlp.c_fc`, `mlp.c_proj` (with `adapter = lora`)") \
     X(max_scale, "train.max_scale", "max_scale", DOUBLE, "0", 0, 1e6, \
       SW_RSK_ADOPT | SW_RSK_LO_OPEN | SW_RSK_CALIBRATE, \
       "cap on every update's quantization scale (bounds one update's influence); 0: " \
@@ -244,6 +266,14 @@ int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *l
 
 /* BLAKE2b-256 of the canonical bytes.  SW_EINVAL for an invalid spec. */
 int sw_runspec_id(const sw_runspec *rs, uint8_t run_id[SW_ID_BYTES], sw_diag *diag);
+
+/* Whether the run trains adapters (train.adapter = lora). */
+bool sw_runspec_has_adapter(const sw_runspec *rs);
+/*
+ * The architecture the run trains: arch, with the adapter's rank, alpha and
+ * targets when it has one.  The spec must be valid (its lora_targets parse).
+ */
+void sw_runspec_model_config(const sw_runspec *rs, sw_gpt2_config *out);
 
 /* The shared hyperparameters for update.h / fixed.h, run_id included. */
 int sw_runspec_train_spec(const sw_runspec *rs, sw_train_spec *out, sw_diag *diag);

@@ -23,6 +23,7 @@
 
 #include "fileio.h"
 #include "gpt2.h"
+#include "lora.h"
 #include "trainer.h"
 
 #define IDENTITY_MAGIC "SWIDKEY1"
@@ -321,7 +322,7 @@ static int state_load_checkpoint(sw_state *s, const char *dir, sw_diag *diag)
         sw_fixed *f = NULL;
         sw_checkpoint_meta m;
         sw_diag sub;
-        rc = sw_checkpoint_load(paths[i], s->train.run_id, &s->runspec.arch, &f, &m, &sub);
+        rc = sw_checkpoint_load(paths[i], s->train.run_id, &s->model, &f, &m, &sub);
         if (rc != 0) {
             state_warn(s, "skipped checkpoint: %s", sub.msg);
             continue;
@@ -437,13 +438,14 @@ int sw_state_open(const char *dir, const sw_state_options *opt, sw_state **out, 
     }
     if ((rc = state_runspec(s, opt->runspec, diag)) != 0) goto fail;
     if ((rc = sw_runspec_train_spec(&s->runspec, &s->train, diag)) != 0) goto fail;
-    size_t n_tensors = sw_gpt2_tensor_count(&s->runspec.arch);
+    sw_runspec_model_config(&s->runspec, &s->model);
+    size_t n_tensors = sw_gpt2_tensor_count(&s->model);
     s->trainable = calloc(n_tensors, sizeof(bool));
     if (s->trainable == NULL) {
         rc = sw_diag_set(diag, SW_ENOMEM, "%s: out of memory", dir);
         goto fail;
     }
-    rc = sw_trainer_trainable(&s->runspec.arch, s->runspec.trainable, s->trainable, NULL, diag);
+    rc = sw_trainer_trainable(&s->model, s->runspec.trainable, s->trainable, NULL, diag);
     if (rc != 0) goto fail;
     for (size_t t = 0; t < n_tensors; t++)
         s->n_trainable += s->trainable[t];
@@ -535,7 +537,7 @@ static int state_from_base(sw_state *s, const sw_gpt2 *base, sw_fixed **out, sw_
 {
     if (base != NULL) {
         int rc = state_check_base(s, base, diag);
-        return rc != 0 ? rc : sw_fixed_from_model(base, out, diag);
+        return rc != 0 ? rc : sw_lora_initial_weights(base, &s->model, out, diag);
     }
     if (s->base_model_dir[0] == '\0')
         return sw_diag_set(diag, SW_ENOENT,

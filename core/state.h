@@ -108,6 +108,7 @@ typedef struct sw_state {
      * at that position (else it was skipped with a warning). */
     sw_checkpoint_meta ckpt_meta;
     bool has_ckpt;
+    sw_gpt2_config model; /* the architecture trained: runspec.arch and its adapters */
     bool *trainable;    /* (n_tensors) mask from runspec.trainable */
     size_t n_trainable; /* tensors selected */
     int lock_fd;

@@ -77,6 +77,9 @@ struct sw_trainer {
     bool any_decay;          /* some trainable tensor is decayed */
     int C, V, B, T_max, N_max, U_max;
     size_t layer_n;   /* parameters of one block */
+    size_t lora_n;    /* parameters of one block's adapters (0: none) */
+    size_t n_base;    /* tensors of the base model (the adapters follow) */
+    size_t lora_per_layer; /* adapter tensors per block */
     int super_rows;   /* vocabulary rows per head super-tile */
     size_t wbuf_n;    /* floats per sign's wbuf */
     int16_t *z;       /* (wbuf_n) */
@@ -178,7 +181,7 @@ static bool trainer_decayed(sw_gpt2_kind k)
 {
     return k == SW_GPT2_WTE || k == SW_GPT2_WPE || k == SW_GPT2_ATTN_W ||
            k == SW_GPT2_ATTN_PROJ_W || k == SW_GPT2_FC_W || k == SW_GPT2_FC_PROJ_W ||
-           k == SW_GPT2_LM_HEAD;
+           k == SW_GPT2_LM_HEAD || k == SW_GPT2_LORA_A || k == SW_GPT2_LORA_B;
 }
 
 /* ---------------------------------------------------------------------------
@@ -215,6 +218,7 @@ static void trainer_dequant(sw_trainer *tr, uint64_t first, size_t n, int16_t *z
 typedef struct trainer_range {
     uint64_t first;
     size_t n;
+    size_t at; /* where in wbuf the range goes */
 } trainer_range;
 
 /* Worker k dequantizes half k of the range into sign buffers (wbuf). */
@@ -227,8 +231,15 @@ static void trainer_job_range(sw_trainer *tr, int worker, void *arg)
     const size_t a = worker == 0 ? 0 : half;
     const size_t b = worker == 0 ? half : r->n;
     if (b <= a) return;
-    float *minus = tr->nsigns > 1 ? tr->sign[1].wbuf + a : NULL;
-    trainer_dequant(tr, r->first + a, b - a, tr->z + a, tr->sign[0].wbuf + a, minus);
+    const size_t at = r->at + a;
+    float *minus = tr->nsigns > 1 ? tr->sign[1].wbuf + at : NULL;
+    trainer_dequant(tr, r->first + a, b - a, tr->z + at, tr->sign[0].wbuf + at, minus);
+}
+
+/* Index of layer l's first adapter tensor. */
+static size_t trainer_lora_first(const sw_trainer *tr, int l)
+{
+    return tr->n_base + (size_t)l * tr->lora_per_layer;
 }
 
 /* Worker k dequantizes half of the batch's wte rows and wpe rows 0..T-1. */
@@ -285,6 +296,17 @@ static void trainer_layer_view(const sw_trainer *tr, const float *buf, int l, sw
     lw->fc_b = p[9];
     lw->fc_proj_w = p[10];
     lw->fc_proj_b = p[11];
+    for (int k = 0; k < SW_LORA_N_TARGETS; k++)
+        lw->lora_a[k] = lw->lora_b[k] = NULL;
+    if (tr->lora_n == 0) return;
+    const sw_gpt2_tensor *a = &tr->tensors[trainer_lora_first(tr, l)];
+    for (size_t i = 0; i < tr->lora_per_layer; i++) {
+        const float *q = buf + tr->layer_n + (a[i].offset - a[0].offset);
+        if (a[i].kind == SW_GPT2_LORA_A)
+            lw->lora_a[a[i].target] = q;
+        else
+            lw->lora_b[a[i].target] = q;
+    }
 }
 
 static void trainer_job_block(sw_trainer *tr, int s, void *arg)
@@ -536,7 +558,8 @@ static bool trainer_model_match(const sw_gpt2_config *a, const sw_gpt2_config *b
     return a->n_layer == b->n_layer && a->n_head == b->n_head && a->n_embd == b->n_embd &&
            a->n_positions == b->n_positions && a->vocab_size == b->vocab_size &&
            a->layer_norm_epsilon == b->layer_norm_epsilon &&
-           a->tie_word_embeddings == b->tie_word_embeddings;
+           a->tie_word_embeddings == b->tie_word_embeddings && a->lora_rank == b->lora_rank &&
+           a->lora_alpha == b->lora_alpha && a->lora_targets == b->lora_targets;
 }
 
 /*
@@ -570,22 +593,29 @@ static int trainer_forward(sw_trainer *tr, const sw_fixed *w, const uint8_t *see
         }
     for (int l = 0; l < L; l++) {
         const sw_gpt2_tensor *t = &tr->tensors[2 + 12 * (size_t)l];
-        trainer_range r = {t->offset, tr->layer_n};
+        trainer_range r = {t->offset, tr->layer_n, 0};
         trainer_run(tr, trainer_job_range, &r);
+        if (tr->lora_n > 0) {
+            /* the layer's adapters, contiguous, after its base weights in wbuf */
+            trainer_range ra = {tr->tensors[trainer_lora_first(tr, l)].offset, tr->lora_n,
+                                tr->layer_n};
+            trainer_run(tr, trainer_job_range, &ra);
+        }
         trainer_run(tr, trainer_job_block, &l);
     }
     const sw_gpt2_tensor *lnf = &tr->tensors[2 + 12 * (size_t)L];
-    trainer_range r = {lnf->offset, 2 * (size_t)C};
+    trainer_range r = {lnf->offset, 2 * (size_t)C, 0};
     trainer_run(tr, trainer_job_range, &r);
     trainer_run(tr, trainer_job_final, NULL);
 
     /* the head: wte when tied, else lm_head */
-    const sw_gpt2_tensor *head =
-        tr->model.tie_word_embeddings ? &tr->tensors[0] : &tr->tensors[tr->n_tensors - 1];
+    const sw_gpt2_tensor *head = tr->model.tie_word_embeddings
+                                     ? &tr->tensors[0]
+                                     : &tr->tensors[sw_gpt2_base_tensor_count(&tr->model) - 1];
     if (tr->n_rows > 0) {
         for (int v0 = 0; v0 < tr->V; v0 += tr->super_rows) {
             const int vn = tr->V - v0 < tr->super_rows ? tr->V - v0 : tr->super_rows;
-            trainer_range hr = {head->offset + (uint64_t)v0 * C, (size_t)vn * C};
+            trainer_range hr = {head->offset + (uint64_t)v0 * C, (size_t)vn * C, 0};
             trainer_run(tr, trainer_job_range, &hr);
             trainer_head hd = {v0, vn};
             trainer_run(tr, trainer_job_head, &hd);
@@ -680,9 +710,13 @@ int sw_trainer_trainable(const sw_gpt2_config *cfg, const char *regex, bool *mas
                          uint64_t *n_params, sw_diag *diag)
 {
     const size_t nt = sw_gpt2_tensor_count(cfg);
+    /* with adapters the base is frozen: only adapter tensors can be selected */
+    const size_t first = cfg->lora_rank > 0 ? sw_gpt2_base_tensor_count(cfg) : 0;
     uint64_t total = 0;
+    for (size_t i = 0; i < first; i++)
+        mask[i] = false;
     if (!regex || !regex[0]) {
-        for (size_t i = 0; i < nt; i++) {
+        for (size_t i = first; i < nt; i++) {
             sw_gpt2_tensor t;
             sw_gpt2_tensor_at(cfg, i, &t);
             mask[i] = true;
@@ -708,7 +742,7 @@ int sw_trainer_trainable(const sw_gpt2_config *cfg, const char *regex, bool *mas
     }
     int rc = 0;
     size_t selected = 0;
-    for (size_t i = 0; i < nt; i++) {
+    for (size_t i = first; i < nt; i++) {
         sw_gpt2_tensor t;
         sw_gpt2_tensor_at(cfg, i, &t);
         const int m = pcre2_match(re, (PCRE2_SPTR)t.name, strlen(t.name), 0, 0, md, NULL);
@@ -726,7 +760,8 @@ int sw_trainer_trainable(const sw_gpt2_config *cfg, const char *regex, bool *mas
         }
     }
     if (selected == 0)
-        rc = sw_diag_set(diag, SW_EINVAL, "trainable '%s': selects no tensor", regex);
+        rc = sw_diag_set(diag, SW_EINVAL, "trainable '%s': selects no %stensor", regex,
+                         first ? "adapter " : "");
     else if (n_params)
         *n_params = total;
 done:
@@ -844,13 +879,17 @@ int sw_trainer_alloc(const sw_trainer_config *cfg, const sw_gpt2_config *model,
         if (tr->trainable[i] && trainer_decayed(tr->tensors[i].kind)) tr->any_decay = true;
     }
     tr->layer_n = 12 * (size_t)C * C + 13 * (size_t)C;
+    tr->lora_n = (size_t)sw_lora_layer_params(model);
+    tr->n_base = sw_gpt2_base_tensor_count(model);
+    tr->lora_per_layer = (tr->n_tensors - tr->n_base) / (size_t)model->n_layer;
     {
         size_t rows = tr->layer_n / (size_t)C / TRAINER_VTILE * TRAINER_VTILE;
         if (rows < TRAINER_MIN_SUPER_ROWS) rows = TRAINER_MIN_SUPER_ROWS;
         const size_t vr = ((size_t)V + TRAINER_VTILE - 1) / TRAINER_VTILE * TRAINER_VTILE;
         if (rows > vr) rows = vr;
         tr->super_rows = (int)rows;
-        tr->wbuf_n = tr->layer_n > rows * C ? tr->layer_n : rows * C;
+        const size_t block = tr->layer_n + tr->lora_n;
+        tr->wbuf_n = block > rows * C ? block : rows * C;
     }
     tr->z = trainer_calloc(tr->wbuf_n, sizeof(int16_t), &ok);
     for (int k = 0; k < 2; k++)

@@ -21,7 +21,12 @@
 void swd_catchup_plan_for(const swd_welcome *w, const sw_runspec *rs, int threads, int mode,
                           swd_catchup_plan *out)
 {
-    double params = (double)sw_gpt2_config_param_count(&rs->arch);
+    /* an update sweeps the trained parameters: with adapters, only theirs */
+    sw_gpt2_config model;
+    sw_runspec_model_config(rs, &model);
+    double params = model.lora_rank > 0
+                        ? (double)model.n_layer * (double)sw_lora_layer_params(&model)
+                        : (double)sw_gpt2_config_param_count(&model);
     double rate = (rs->perturb == SW_PERTURB_GAUSSIAN ? SWD_CATCHUP_APPLY_RATE_GAUSSIAN
                                                       : SWD_CATCHUP_APPLY_RATE_RADEMACHER) *
                   (threads > 0 ? threads : 1);
@@ -267,7 +272,9 @@ int swd_catchup_snapshot(const char *sync_addr, const sw_runspec *rs, const swd_
     swd_log(SWD_LOG_INFO, "snapshot: downloading", "addr=%s updates=%" PRIu64 " bytes=%" PRIu64,
             sync_addr, w->snapshot_updates, w->snapshot_bytes);
     if ((rc = catchup_download(&c, w, part)) != 0) goto out;
-    if ((rc = sw_checkpoint_load(part, c.run_id, &rs->arch, &out->w, &out->meta, &d)) != 0) {
+    sw_gpt2_config model;
+    sw_runspec_model_config(rs, &model);
+    if ((rc = sw_checkpoint_load(part, c.run_id, &model, &out->w, &out->meta, &d)) != 0) {
         swd_log(SWD_LOG_WARN, "snapshot: the downloaded checkpoint does not load", "error=%s",
                 SWD_LOG_Q(d.msg[0] ? d.msg : sw_strerror(rc)));
         goto out;

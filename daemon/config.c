@@ -959,6 +959,31 @@ static char *config_dir_of(const char *file)
     return strdup(buf);
 }
 
+/* adapter is none or lora; the lora_* keys only with lora, and a target list that reads. */
+static void config_check_adapter(config_parse *p, const swd_config *cfg)
+{
+    const swd_cfg_key *ad = swd_config_find("train", "adapter");
+    const int ad_line = p->seen_line[ad - swd_config_keys];
+    const bool lora = strcmp(cfg->spec.adapter, "lora") == 0;
+    if (!lora && strcmp(cfg->spec.adapter, "none") != 0) {
+        config_error(p, ad_line, ad, "'%.64s' is not none or lora", cfg->spec.adapter);
+        return;
+    }
+    static const char *const keys[] = {"lora_rank", "lora_alpha", "lora_targets"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const swd_cfg_key *k = swd_config_find("train", keys[i]);
+        const int line = p->seen_line[k - swd_config_keys];
+        if (!lora && line)
+            config_error(p, line, k, "only with adapter = lora (adapter is %s)",
+                         cfg->spec.adapter);
+    }
+    unsigned bits;
+    sw_diag d;
+    const swd_cfg_key *tk = swd_config_find("train", "lora_targets");
+    if (lora && sw_lora_targets_parse(cfg->spec.lora_targets, &bits, &d) != 0)
+        config_error(p, p->seen_line[tk - swd_config_keys], tk, "%s", d.msg);
+}
+
 int swd_config_load(const char *file, swd_config *out)
 {
     config_parse p = {0};
@@ -1010,6 +1035,7 @@ int swd_config_load(const char *file, swd_config *out)
     }
     const swd_cfg_key *trainable = swd_config_find("train", "trainable");
     config_check_regex(&p, trainable, p.seen_line[trainable - swd_config_keys]);
+    config_check_adapter(&p, &cfg);
     const swd_cfg_key *warm = swd_config_find("train", "warmup_steps");
     if (cfg.spec.warmup_steps > cfg.spec.total_steps)
         config_error(&p, p.seen_line[warm - swd_config_keys], warm,

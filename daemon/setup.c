@@ -106,10 +106,12 @@ static int setup_calibrate(const swd_config *cfg, swd_setup *s, const sw_gpt2 *b
     int ex = SWD_EXIT_FAIL;
     int rc;
     /* The pattern first: a bad one must not leave a half-made state directory. */
-    size_t nt = sw_gpt2_tensor_count(&base->cfg);
+    sw_gpt2_config model;
+    sw_runspec_model_config(rs, &model);
+    size_t nt = sw_gpt2_tensor_count(&model);
     mask = calloc(nt, sizeof *mask);
     if (!mask) return setup_fail(SWD_EXIT_FAIL, "calibration", NULL, SW_ENOMEM);
-    if ((rc = sw_trainer_trainable(&base->cfg, rs->trainable, mask, NULL, &d)) != 0) {
+    if ((rc = sw_trainer_trainable(&model, rs->trainable, mask, NULL, &d)) != 0) {
         char what[SETUP_PATH_MAX + 32];
         snprintf(what, sizeof what, "%s: [train] trainable", cfg->file);
         ex = setup_fail(SWD_EXIT_USAGE, what, &d, rc);
@@ -129,7 +131,7 @@ static int setup_calibrate(const swd_config *cfg, swd_setup *s, const sw_gpt2 *b
         setup_fail(SWD_EXIT_FAIL, "identity", &d, rc);
         goto out;
     }
-    if ((rc = sw_fixed_from_model(base, &f, &d)) != 0) {
+    if ((rc = sw_lora_initial_weights(base, &model, &f, &d)) != 0) {
         setup_fail(SWD_EXIT_FAIL, "calibration", &d, rc);
         goto out;
     }
@@ -143,7 +145,7 @@ static int setup_calibrate(const swd_config *cfg, swd_setup *s, const sw_gpt2 *b
     spec.max_scale = 0; /* allowed only to calibrate */
     sw_trainer_config tc;
     setup_trainer_config(cfg, rs, &spec, id.pk, mask, s->threads, &tc);
-    if ((rc = sw_trainer_alloc(&tc, &base->cfg, s->ds, &s->trainer, &d)) != 0) {
+    if ((rc = sw_trainer_alloc(&tc, &model, s->ds, &s->trainer, &d)) != 0) {
         setup_fail(SWD_EXIT_FAIL, "trainer", &d, rc);
         goto out;
     }

@@ -177,36 +177,46 @@ static void test_validate_enforces_the_tables_bounds(void **state)
 static void test_canonical_keys_are_the_tables(void **state)
 {
     (void)state;
-    sw_runspec rs;
-    valid_spec(&rs);
-    char buf[SW_RUNSPEC_MAX_BYTES];
-    size_t len;
-    sw_diag d;
-    assert_int_equal(sw_runspec_canonical(&rs, buf, sizeof buf, &len, &d), 0);
-    json_t *root = json_loadb(buf, len, 0, NULL);
-    assert_non_null(root);
-    size_t n = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v)
-    {
-        if (json_is_object(v)) {
-            const char *sub;
-            json_t *sv;
-            json_object_foreach(v, sub, sv)
-            {
-                char path[128];
-                snprintf(path, sizeof path, "%s.%s", key, sub);
-                assert_non_null(sw_runspec_find(path));
+    /* without adapters the SW_RSK_LORA keys are left out; with them, every key is there */
+    size_t n_lora = 0;
+    for (size_t i = 0; i < sw_runspec_key_count; i++)
+        n_lora += (sw_runspec_keys[i].flags & SW_RSK_LORA) != 0;
+    assert_int_equal(n_lora, 4);
+    for (int with = 0; with < 2; with++) {
+        sw_runspec rs;
+        valid_spec(&rs);
+        if (with) snprintf(rs.adapter, sizeof rs.adapter, "lora");
+        char buf[SW_RUNSPEC_MAX_BYTES];
+        size_t len;
+        sw_diag d;
+        assert_int_equal(sw_runspec_canonical(&rs, buf, sizeof buf, &len, &d), 0);
+        json_t *root = json_loadb(buf, len, 0, NULL);
+        assert_non_null(root);
+        size_t n = 0;
+        const char *key;
+        json_t *v;
+        json_object_foreach(root, key, v)
+        {
+            if (json_is_object(v)) {
+                const char *sub;
+                json_t *sv;
+                json_object_foreach(v, sub, sv)
+                {
+                    char path[128];
+                    snprintf(path, sizeof path, "%s.%s", key, sub);
+                    const sw_runspec_key *k = sw_runspec_find(path);
+                    assert_non_null(k);
+                    assert_true(with || !(k->flags & SW_RSK_LORA));
+                    n++;
+                }
+            } else {
+                assert_non_null(sw_runspec_find(key));
                 n++;
             }
-        } else {
-            assert_non_null(sw_runspec_find(key));
-            n++;
         }
+        assert_int_equal(n, sw_runspec_key_count - (with ? 0 : n_lora));
+        json_decref(root);
     }
-    assert_int_equal(n, sw_runspec_key_count);
-    json_decref(root);
 }
 
 /* A joiner adopts every key an operator sets, and no key of the model. */

@@ -187,6 +187,12 @@ static void test_tensor_table_untied_and_views(void **state)
         case SW_GPT2_LM_HEAD:
             got = m->w.lm_head;
             break;
+        case SW_GPT2_LORA_A:
+            got = lw->lora_a[t.target];
+            break;
+        case SW_GPT2_LORA_B:
+            got = lw->lora_b[t.target];
+            break;
         }
         assert_ptr_equal(got, want);
     }
@@ -197,6 +203,90 @@ static void test_tensor_table_untied_and_views(void **state)
     assert_ptr_equal(m->w.lm_head, m->w.wte);
     sw_gpt2_free(m);
     sw_gpt2_free(NULL);
+}
+
+/* Adapters are appended: the base keeps its table, each adapted weight gets
+ * lora_A (r, in) and lora_B (out, r) per layer, contiguous, and the views
+ * point at them; an unadapted weight has none. */
+static void test_tensor_table_lora(void **state)
+{
+    (void)state;
+    for (int tied = 0; tied < 2; tied++) {
+        sw_gpt2_config base = small_cfg(tied);
+        sw_gpt2_config cfg = base;
+        cfg.lora_rank = 3;
+        cfg.lora_alpha = 6.0f;
+        cfg.lora_targets = SW_LORA_C_ATTN | SW_LORA_MLP_C_PROJ;
+        sw_diag d;
+        assert_int_equal(sw_gpt2_config_validate(&cfg, "lora", &d), 0);
+        const size_t nb = sw_gpt2_tensor_count(&base), n = sw_gpt2_tensor_count(&cfg);
+        assert_int_equal(sw_gpt2_base_tensor_count(&cfg), nb);
+        assert_int_equal(n, nb + 2 * 2 * (size_t)cfg.n_layer);
+        const uint64_t C = (uint64_t)cfg.n_embd;
+        assert_int_equal(sw_gpt2_config_param_count(&cfg),
+                         sw_gpt2_config_param_count(&base) +
+                             (uint64_t)cfg.n_layer * 3 * ((C + 3 * C) + (4 * C + C)));
+        size_t next = 0;
+        for (size_t i = 0; i < n; i++) {
+            sw_gpt2_tensor t, b;
+            sw_gpt2_tensor_at(&cfg, i, &t);
+            assert_int_equal(t.offset, next);
+            next += t.numel;
+            if (i < nb) {
+                sw_gpt2_tensor_at(&base, i, &b);
+                assert_string_equal(t.name, b.name);
+                assert_int_equal(t.offset, b.offset);
+                assert_int_equal(t.target, -1);
+            }
+        }
+        assert_int_equal(next, sw_gpt2_config_param_count(&cfg));
+        sw_gpt2_tensor t;
+        sw_gpt2_tensor_at(&cfg, nb, &t);
+        assert_string_equal(t.name, "h.0.attn.c_attn.lora_A.weight");
+        assert_int_equal(t.kind, SW_GPT2_LORA_A);
+        assert_int_equal(t.shape[0], 3);
+        assert_int_equal(t.shape[1], cfg.n_embd);
+        sw_gpt2_tensor_at(&cfg, nb + 3, &t);
+        assert_string_equal(t.name, "h.0.mlp.c_proj.lora_B.weight");
+        assert_int_equal(t.kind, SW_GPT2_LORA_B);
+        assert_int_equal(t.target, 3);
+        assert_int_equal(t.shape[0], cfg.n_embd);
+        assert_int_equal(t.shape[1], 3);
+        sw_gpt2_tensor_at(&cfg, n - 4, &t);
+        assert_string_equal(t.name, "h.1.attn.c_attn.lora_A.weight");
+        assert_int_equal(t.layer, 1);
+
+        sw_gpt2 *m;
+        assert_int_equal(sw_gpt2_alloc(&cfg, &m, &d), 0);
+        for (size_t i = nb; i < n; i++) {
+            sw_gpt2_tensor_at(&cfg, i, &t);
+            const sw_gpt2_layer *lw = &m->w.layers[t.layer];
+            assert_ptr_equal(t.kind == SW_GPT2_LORA_A ? lw->lora_a[t.target] : lw->lora_b[t.target],
+                             m->params + t.offset);
+        }
+        assert_null(m->w.layers[0].lora_a[1]);
+        assert_null(m->w.layers[1].lora_b[2]);
+        /* a model with adapters is never saved as a plain model */
+        assert_int_equal(sw_gpt2_save(m, "/nonexistent", SW_DTYPE_F32, &d), SW_EINVAL);
+        sw_gpt2_free(m);
+
+        /* bad adapter fields */
+        sw_gpt2_config bad = cfg;
+        bad.lora_targets = 0;
+        assert_int_equal(sw_gpt2_config_validate(&bad, "x", &d), SW_EFORMAT);
+        bad = cfg;
+        bad.lora_rank = SW_LORA_MAX_RANK + 1;
+        assert_int_equal(sw_gpt2_config_validate(&bad, "x", &d), SW_EFORMAT);
+        bad = cfg;
+        bad.lora_alpha = 0.0f;
+        assert_int_equal(sw_gpt2_config_validate(&bad, "x", &d), SW_EFORMAT);
+        bad = base;
+        bad.lora_targets = SW_LORA_C_FC;
+        assert_int_equal(sw_gpt2_config_validate(&bad, "x", &d), SW_EFORMAT);
+        bad = cfg;
+        bad.lora_targets = 16;
+        assert_int_equal(sw_gpt2_config_validate(&bad, "x", &d), SW_EFORMAT);
+    }
 }
 
 static void test_alloc_rejects_bad_config(void **state)
@@ -537,6 +627,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_table_gpt2_small),
         cmocka_unit_test(test_tensor_table_untied_and_views),
+        cmocka_unit_test(test_tensor_table_lora),
         cmocka_unit_test(test_alloc_rejects_bad_config),
         cmocka_unit_test(test_init_deterministic_and_gpt2_like),
         cmocka_unit_test(test_digest_sensitivity),

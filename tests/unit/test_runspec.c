@@ -556,6 +556,78 @@ static void test_parse_errors_name_the_key(void **state)
     assert_int_equal(sw_runspec_parse(big, sizeof big, "x.json", &rs, &d), SW_ETOOBIG);
 }
 
+
+/* A run with adapters: the lora keys are in its canonical form (and so in its
+ * id), parse back, and are checked; a run without them cannot carry them. */
+static void test_adapter_keys(void **state)
+{
+    (void)state;
+    sw_runspec rs, back;
+    test_spec(&rs);
+    snprintf(rs.trainable, sizeof rs.trainable, ".*");
+    uint8_t plain_id[32], lora_id[32];
+    sw_diag d = {{0}};
+    assert_int_equal(sw_runspec_id(&rs, plain_id, &d), 0);
+    assert_false(sw_runspec_has_adapter(&rs));
+    snprintf(rs.adapter, sizeof rs.adapter, "lora");
+    rs.lora_rank = 4;
+    rs.lora_alpha = 8;
+    snprintf(rs.lora_targets, sizeof rs.lora_targets, "mlp.c_fc");
+    char buf[SW_RUNSPEC_MAX_BYTES];
+    size_t len;
+    assert_int_equal(sw_runspec_canonical(&rs, buf, sizeof buf, &len, &d), 0);
+    assert_non_null(strstr(buf, "\"train\":{\"adapter\":\"lora\",\"directions\":2,\"eps\":0.001,"
+                                "\"lora_alpha\":8,\"lora_rank\":4,\"lora_targets\":\"mlp.c_fc\","));
+    assert_int_equal(sw_runspec_id(&rs, lora_id, &d), 0);
+    assert_memory_not_equal(plain_id, lora_id, 32);
+    assert_int_equal(sw_runspec_parse(buf, len, "lora.json", &back, &d), 0);
+    assert_null(sw_runspec_diff(&rs, &back));
+    sw_gpt2_config m;
+    sw_runspec_model_config(&back, &m);
+    assert_int_equal(m.lora_rank, 4);
+    assert_true(m.lora_alpha == 8.0f);
+    assert_int_equal(m.lora_targets, SW_LORA_C_FC);
+    /* the diff names the adapter first, then its keys */
+    sw_runspec other = rs;
+    snprintf(other.adapter, sizeof other.adapter, "none");
+    assert_string_equal(sw_runspec_diff(&rs, &other), "train.adapter");
+    other = rs;
+    other.lora_rank = 5;
+    assert_string_equal(sw_runspec_diff(&rs, &other), "train.lora_rank");
+    /* without adapters on either side the lora keys do not matter */
+    sw_runspec p1, p2;
+    test_spec(&p1);
+    p2 = p1;
+    p2.lora_rank = 33;
+    assert_null(sw_runspec_diff(&p1, &p2));
+
+    static const struct {
+        const char *from, *to, *want;
+    } cases[] = {
+        {"\"lora_rank\":4,", "", "train.lora_rank: missing"},
+        {"\"lora_targets\":\"mlp.c_fc\",", "", "train.lora_targets: missing"},
+        {"\"adapter\":\"lora\",", "", "only in a run with train.adapter = lora"},
+        {"\"adapter\":\"lora\"", "\"adapter\":\"qlora\"", "train.adapter"},
+        {"\"lora_rank\":4", "\"lora_rank\":65", "train.lora_rank"},
+        {"\"lora_rank\":4", "\"lora_rank\":0", "train.lora_rank"},
+        {"\"lora_alpha\":8", "\"lora_alpha\":0", "train.lora_alpha"},
+        {"\"lora_targets\":\"mlp.c_fc\"", "\"lora_targets\":\"mlp.fc\"", "train.lora_targets"},
+        {"\"lora_targets\":\"mlp.c_fc\"", "\"lora_targets\":\"\"", "train.lora_targets"},
+        {"\"trainable\":\".*\"", "\"trainable\":\"^wte\"", "selects no adapter tensor"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *at = strstr(buf, cases[i].from);
+        assert_non_null(at);
+        char doc[SW_RUNSPEC_MAX_BYTES + 64];
+        snprintf(doc, sizeof doc, "%.*s%s%s", (int)(at - buf), buf, cases[i].to,
+                 at + strlen(cases[i].from));
+        int rc = sw_runspec_parse(doc, strlen(doc), "spec.json", &back, &d);
+        if (rc == 0) fail_msg("case %zu: accepted %s", i, doc);
+        if (strstr(d.msg, cases[i].want) == NULL)
+            fail_msg("case %zu: diag '%s' does not name '%s'", i, d.msg, cases[i].want);
+    }
+}
+
 static void test_validate_bounds(void **state)
 {
     (void)state;
@@ -651,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_canonical_golden_and_run_id),
         cmocka_unit_test(test_parse_any_layout),
         cmocka_unit_test(test_parse_errors_name_the_key),
+        cmocka_unit_test(test_adapter_keys),
         cmocka_unit_test(test_validate_bounds),
         cmocka_unit_test(test_diff_names_first_key),
         cmocka_unit_test(test_write_and_load),

@@ -9,6 +9,8 @@ distinct completions, docs/datasets.md) it fine-tunes with
   swarmd    one swarmd node (fixed-point, one-byte updates)
   swarmN    N swarmd nodes on loopback, each on its shard of the training data,
             at equal total updates (N nodes x steps/N own steps each)
+  lora      one swarmd node training LoRA adapters ([train] adapter = lora, the base
+            frozen) at --lora-lr, --lora-rank, --lora-alpha
 and scores the held-out file at fixed step counts (swarmd: `[data] valid`, the
 scorings of its log; a swarm: its first node, at total updates = N x own step).
 Every configuration runs over --seeds data orders and identities (origin ids seed
@@ -67,6 +69,9 @@ ap.add_argument("--seq-len", type=int, default=128)
 ap.add_argument("--jobs", type=int, default=2)
 ap.add_argument("--out", default=os.path.join(BUILD, "learning"))
 ap.add_argument("--train-extra", default="", help="extra [train] keys for swarmd: k=v,k=v")
+ap.add_argument("--lora-lr", type=float, default=1e-2, help="learning rate of the lora method")
+ap.add_argument("--lora-rank", type=int, default=8)
+ap.add_argument("--lora-alpha", type=float, default=16)
 ap.add_argument("--report", default=None, metavar="JSON",
                 help="print and draw the figures of an earlier run's learning-<task>.json")
 args = ap.parse_args()
@@ -78,8 +83,8 @@ os.makedirs(args.out, exist_ok=True)
 
 
 def nodes_of(method):
-    """swarmd: 1, swarmN: N, a PyTorch method: None."""
-    if method == "swarmd":
+    """swarmd and lora: 1, swarmN: N, a PyTorch method: None."""
+    if method in ("swarmd", "lora"):
         return 1
     return int(method[5:]) if method.startswith("swarm") else None
 
@@ -98,9 +103,10 @@ def torch_job(method, seed):
     return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
 
 
-def swarmd_config(root, k, n, seed, data, every, bootstrap):
+def swarmd_config(root, k, n, seed, data, every, bootstrap, lora):
     cfg = nu.swarm_config(os.path.join(root, f"n{k}", "state"), bootstrap, data,
-                          max_steps=args.steps // n, lr=args.lr, eps=args.eps,
+                          max_steps=args.steps // n, lr=args.lora_lr if lora else args.lr,
+                          eps=args.eps,
                           batch_size=args.batch, seq_len=args.seq_len, seed=seed * 100 + k,
                           threads=1)
     # The shipped heartbeat and batching, not the fast ones of the tests.
@@ -109,13 +115,15 @@ def swarmd_config(root, k, n, seed, data, every, bootstrap):
     cfg["node"].update({"progress_ms": 0, "checkpoint_every": 0})
     cfg["data"]["valid"] = TEST
     cfg["train"]["eval_every"] = every
+    if lora:
+        cfg["train"].update(adapter="lora", lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
     for kv in filter(None, args.train_extra.split(",")):
         key, val = kv.split("=", 1)
         cfg["train"][key] = val
     return cfg
 
 
-def swarm_job(n, seed):
+def swarm_job(n, seed, name):
     """n swarmd nodes (n = 1: solo); the first node's scorings, at total updates."""
     root = tempfile.mkdtemp(prefix=f"sw_learn_{n}_{seed}_", dir=args.out)
     shards = nu.shard(TRAIN, n, root) if n > 1 else [TRAIN]
@@ -124,7 +132,8 @@ def swarm_job(n, seed):
     founder_sync = None
     try:
         for k in range(n):
-            cfg = swarmd_config(root, k, n, seed, shards[k], every, founder_sync if k else "")
+            cfg = swarmd_config(root, k, n, seed, shards[k], every, founder_sync if k else "",
+                                name == "lora")
             if k == 0:
                 founder_sync = nu.sync_addr(cfg)
             d = os.path.join(root, f"n{k}")
@@ -151,7 +160,6 @@ def swarm_job(n, seed):
     with open(logs[0], errors="replace") as f:
         pts = nu.validations(f.read())
     shutil.rmtree(root, ignore_errors=True)
-    name = "swarmd" if n == 1 else f"swarm{n}"
     return [{"method": name, "seed": seed, "step": int(v["step"]) * n, "loss": float(v["loss"]),
              "accuracy": None if v["accuracy"] == "none" else float(v["accuracy"])} for v in pts]
 
@@ -159,7 +167,7 @@ def swarm_job(n, seed):
 def job(method, seed):
     t0 = time.monotonic()
     n = nodes_of(method)
-    pts = torch_job(method, seed) if n is None else swarm_job(n, seed)
+    pts = torch_job(method, seed) if n is None else swarm_job(n, seed, method)
     print(f"  {method} seed {seed}: {len(pts)} scorings, {time.monotonic() - t0:.0f} s, final "
           f"loss {pts[-1]['loss']:.3f} accuracy {pts[-1]['accuracy']}", flush=True)
     return pts
@@ -256,7 +264,8 @@ def speedup(by, methods):
             continue
         print(f"\nto the solo's final median {key} {target:.3f} ({max(by['swarmd'])} updates):")
         solo = None
-        for m in sorted((m for m in methods if m in by and nodes_of(m)), key=nodes_of):
+        swarms = (m for m in methods if m in by and m.startswith("swarm"))
+        for m in sorted(swarms, key=nodes_of):
             n = nodes_of(m)
             per_seed = {}
             for step in sorted(by[m]):

@@ -42,6 +42,9 @@ ap.add_argument("--perturbation", choices=["rademacher", "gaussian"], default="r
 ap.add_argument("--seed", type=int, default=1)
 ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--save", default=None, help="write the final model here (F32)")
+ap.add_argument("--trainable", default=None, help="regex over tensor names (h.0.attn.c_attn.weight, wte.weight, ...)")
+ap.add_argument("--wte-rows", choices=["all", "labels"], default="all",
+                help="labels: only the rows of the completions' tokens of wte move")
 args = ap.parse_args()
 
 # OpenBLAS sizes its pool when it loads: set before torch does.
@@ -144,6 +147,16 @@ train = records(args.train, args.seq_len)
 test = records(args.test, NPOS)
 choices = sorted({r[3] for r in test})
 choice_ids = dict(zip(choices, encode_all(choices)))
+import re as _re  # noqa: E402
+sel = [k for k in order if args.trainable is None or _re.search(args.trainable, k)]
+params = [P[k] for k in sel]
+row_mask = None
+if args.wte_rows == "labels":
+    rows = sorted({t for ids in choice_ids.values() for t in ids})
+    row_mask = torch.zeros(P["wte.weight"].shape[0], 1)
+    row_mask[rows] = 1.0
+    print(json.dumps({"trainable": sel, "label_rows": rows}), file=sys.stderr)
+masks = [row_mask if (k == "wte.weight" and row_mask is not None) else None for k in sel]
 
 
 def evaluate():
@@ -207,6 +220,8 @@ def run_backprop():
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if row_mask is not None:
+        P["wte.weight"].register_hook(lambda g: g * row_mask)
     t0 = time.monotonic()
     report(0, t0, None)
     for step in range(1, args.steps + 1):
@@ -228,7 +243,7 @@ def direction(gen, p):
 def directions_of(seed):
     """z for every parameter, drawn once per direction (the four moves reuse it)."""
     gen = torch.Generator().manual_seed(seed)
-    return [direction(gen, p) for p in params]
+    return [direction(gen, p) if m is None else direction(gen, p) * m for p, m in zip(params, masks)]
 
 
 def perturb(zs, scale):
