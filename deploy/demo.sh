@@ -1,13 +1,14 @@
 #!/bin/sh
 # The quick-start demo on the bundled defaults, from a fresh Debian 12 machine:
-# installs what it needs, builds, scores the bundled model on held-out data, starts a
-# local swarm of three swarmd nodes (deploy/local-swarm.sh) that fine-tune it together,
-# each on its own shard of the training data, shows their progress, waits until all
-# three are done and hold the same updates, then prints the held-out loss before and
-# after and whether the three replicas agree (one digest), and stops the swarm.
-# Exit status 0 when they agree, non-zero otherwise.
+# installs what it needs, builds, scores the bundled model on the held-out language
+# task, starts a local swarm of three swarmd nodes (deploy/local-swarm.sh) that
+# fine-tune it together, each on its own shard of the training data, shows their
+# progress, waits until all three are done and hold the same updates, then prints the
+# held-out loss and accuracy before and after beside the chance level and what
+# backpropagation reaches, whether the three replicas agree (one digest), and stops
+# the swarm.  Exit status 0 when they agree, non-zero otherwise.
 #
-#   sh deploy/demo.sh            the swarm of three (SW_DEMO_STEPS: steps per node, 300)
+#   sh deploy/demo.sh            the swarm of three (SW_DEMO_STEPS: steps per node, 500)
 #   sh deploy/demo.sh --solo     one node alone (deploy/demo-solo.ini, 1000 steps)
 # shellcheck source-path=SCRIPTDIR
 set -eu
@@ -22,7 +23,7 @@ case "${1:-}" in
 '') ;;
 --solo) mode=solo ;;
 -h | --help)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
@@ -44,8 +45,12 @@ t_built=$(date +%s)
 swarmctl=build-release/cli/swarmctl
 swarmd=build-release/daemon/swarmd
 model=models/tiny-gpt2-fortunes
-test_data=data/topic-test.jsonl
+train_data=data/lang-train.jsonl
+test_data=data/lang-test.jsonl
 out=build-release/demo-model
+# What backpropagation reaches on the same task: PyTorch AdamW on every parameter, 500
+# steps of batch 8, median of 5 seeds (the learning benchmark; README, Figures).
+backprop_accuracy=0.931
 
 # "loss" and "accuracy" (3 decimals) of `swarmctl model eval --json` output in $1
 eval_field() {
@@ -55,14 +60,24 @@ eval_field() {
 echo "== the bundled model"
 $swarmctl model inspect "$model" | sed -n '1,12p'
 echo
-echo "== before: topic classification on held-out data ($test_data)"
+echo "== before: which language a message is in, on held-out data ($test_data)"
 before=$($swarmctl model eval --model "$model" --data "$test_data" --json)
 echo "loss $(eval_field "$before" loss) nats/token, accuracy $(eval_field "$before" accuracy)"
 echo
+# chance: the share of the most common answer (what always answering it scores)
+chance=$(sed -n 's/.*"completion": *"\([^"]*\)".*/\1/p' "$test_data" | sort | uniq -c |
+    awk '{ n += $1; if ($1 > m) m = $1 } END { printf "%.3f", m / n }')
+
+# the before/after lines of the result, with chance and backpropagation beside them
+result_lines() {
+    echo "held-out loss on $test_data: $(eval_field "$before" loss) -> $(eval_field "$after" loss) nats/token"
+    echo "held-out accuracy: $(eval_field "$before" accuracy) -> $(eval_field "$after" accuracy)" \
+        "(chance $chance; backpropagation reaches $backprop_accuracy)"
+}
 
 if [ "$mode" = solo ]; then
     state=build-release/demo-state
-    echo "== fine-tuning: one swarmd node, 1000 SPSA steps on data/topic-train.jsonl"
+    echo "== fine-tuning: one swarmd node, 1000 SPSA steps on $train_data"
     echo "   (config: deploy/demo-solo.ini; state: $state; Ctrl-C stops it cleanly)"
     rm -rf "$state"
     start=$(date +%s)
@@ -73,14 +88,14 @@ if [ "$mode" = solo ]; then
     $swarmctl model export --state-dir "$state" --out "$out" --force
     after=$($swarmctl model eval --model "$out" --data "$test_data" --json)
     echo
-    echo "== held-out loss on $test_data: $(eval_field "$before" loss) -> $(eval_field "$after" loss) nats/token" \
-        "(accuracy $(eval_field "$before" accuracy) -> $(eval_field "$after" accuracy))"
+    echo "== result"
+    result_lines
     exit 0
 fi
 
 dir=build-release/local-swarm
 nodes=3
-steps=${SW_DEMO_STEPS:-300}
+steps=${SW_DEMO_STEPS:-500}
 swarm=deploy/local-swarm.sh
 
 running=false
@@ -97,11 +112,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "== fine-tuning: a swarm of $nodes swarmd nodes on this machine, $steps SPSA steps each,"
-echo "   each on its own third of data/topic-train.jsonl; every node applies every node's"
+echo "   each on its own third of $train_data; every node applies every node's"
 echo "   updates (state, configs and logs: $dir; Ctrl-C stops them cleanly)"
 running=true
 start=$(date +%s)
-$swarm start "$nodes" --dir "$dir" --steps "$steps" --lr 5e-4 --fresh
+$swarm start "$nodes" --dir "$dir" --steps "$steps" --data "$train_data" --fresh
 echo
 echo "== progress, every 5 s (STEP: the node's own steps; UPDATES: all it holds, its own and its peers')"
 rc=0
@@ -127,16 +142,15 @@ $swarmctl model export --state-dir "$dir/node0/state" --out "$out" --force | hea
 after=$($swarmctl model eval --model "$out" --data "$test_data" --json)
 echo
 echo "== a sample from the fine-tuned model (greedy)"
-printf 'I love to eat pizza with my friends.\nTopic:'
-$swarmctl model generate --model "$out" --prompt "I love to eat pizza with my friends.
-Topic:" -n 3 --temperature 0
+printf 'Impossible de trouver le fichier demandé\nLanguage:'
+$swarmctl model generate --model "$out" --prompt "Impossible de trouver le fichier demandé
+Language:" -n 2 --temperature 0
 
 cleanup
 
 echo
 echo "== result"
-echo "held-out loss on $test_data: $(eval_field "$before" loss) -> $(eval_field "$after" loss) nats/token" \
-    "(accuracy $(eval_field "$before" accuracy) -> $(eval_field "$after" accuracy))"
+result_lines
 agree=true
 # shellcheck disable=SC2086 # one digest per word
 show_digests "$nodes" $digests || agree=false
