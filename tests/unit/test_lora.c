@@ -18,8 +18,10 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <sodium.h>
 
 #include "checkpoint.h"
+#include "fileio.h"
 #include "fixed.h"
 #include "gpt2.h"
 #include "gpt2_config.h"
@@ -290,6 +292,42 @@ static void test_checkpoint(void **state)
     sw_fixed_free(g);
     sw_gpt2_config plain = base_cfg();
     assert_int_equal(sw_checkpoint_load(out, run_id, &plain, &g, &meta, &d), SW_EMISMATCH);
+
+    /* A self-consistent file (checksum recomputed, as a hostile peer's snapshot
+     * would be) with impossible adapter fields is refused, never trusted. */
+    char *full;
+    size_t len;
+    assert_int_equal(sw_file_read(out, 1 << 26, &full, &len, &d), 0);
+    static const struct {
+        uint32_t w152, w156;
+    } bad[] = {
+        {4u | (16u << 16), 0x41000000u},                 /* targets beyond the four */
+        {65u | (SW_LORA_ATTN_C_PROJ << 16), 0x41000000u}, /* rank above the bound */
+        {4u | (SW_LORA_ATTN_C_PROJ << 16), 0x7fc00000u},  /* alpha NaN */
+        {4u, 0x41000000u},                               /* rank without targets */
+        {0u, 0x41000000u},                               /* alpha without a rank */
+        {8u | (SW_LORA_ATTN_C_PROJ << 16), 0x41000000u}, /* another rank: sizes disagree */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *x = malloc(len);
+        memcpy(x, full, len);
+        for (int b = 0; b < 4; b++) {
+            x[152 + b] = (char)(bad[i].w152 >> (8 * b));
+            x[156 + b] = (char)(bad[i].w156 >> (8 * b));
+        }
+        crypto_generichash((unsigned char *)x + len - 32, 32, (const unsigned char *)x, len - 32,
+                           NULL, 0);
+        char bad_path[600];
+        snprintf(bad_path, sizeof bad_path, "%s/bad.swck", tmpdir);
+        assert_int_equal(sw_file_write_atomic(bad_path, x, len, 0644, &d), 0);
+        free(x);
+        g = NULL;
+        const int rc = sw_checkpoint_load(bad_path, run_id, NULL, &g, &meta, &d);
+        if (rc == 0) fail_msg("case %zu: accepted", i);
+        assert_null(g);
+        unlink(bad_path);
+    }
+    free(full);
     unlink(out);
     sw_vv_fini(&vv);
     sw_fixed_free(f);
