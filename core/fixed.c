@@ -579,51 +579,71 @@ static size_t fixed_prepare(const fixed_job *job, size_t t, const sw_update *u, 
     return live;
 }
 
-/* One chunk of updates over the tensors' intersection with [lo, hi). */
+/* The chunk's updates over parameters [a, b) of tensor t (prepared). */
+static void fixed_sweep_range(fixed_job *job, const sw_update *u, size_t nu,
+                              const uint8_t (*seeds)[SW_ID_BYTES], fixed_scratch *s, uint64_t a,
+                              uint64_t b)
+{
+    (void)u;
+    sw_fixed *f = job->f;
+    const bool gauss = job->spec->perturb == SW_PERTURB_GAUSSIAN;
+    for (uint64_t bs = a; bs < b;) {
+        uint64_t be = (bs / FIXED_BLOCK + 1) * FIXED_BLOCK;
+        if (be > b) be = b;
+        const size_t n = (size_t)(be - bs);
+        bool wide = false;
+        int64_t off = 0; /* rademacher: sum of the group's k */
+        memset(s->acc, 0, n * sizeof(int32_t));
+        for (size_t i = 0; i < nu; i++) {
+            const int64_t k = s->k[i];
+            if (k == 0) continue;
+            if (s->flush[i]) {
+                if (!wide) memset(s->acc64, 0, n * sizeof(int64_t));
+                wide = true;
+                for (size_t j = 0; j < n; j++)
+                    s->acc64[j] += (int64_t)s->acc[j] - off;
+                memset(s->acc, 0, n * sizeof(int32_t));
+                off = 0;
+            }
+            if (gauss) {
+                sw_stream_bytes(seeds[i], SW_STREAM_Z, bs, n, s->ks);
+                fixed_acc_gauss(s->acc, s->ks, n, s->table[i]);
+            } else {
+                const uint64_t b0 = bs / 8, b1 = (be + 7) / 8;
+                sw_stream_bytes(seeds[i], SW_STREAM_Z, b0, (size_t)(b1 - b0), s->ks);
+                fixed_acc_rademacher(s->acc, s->ks, n, (unsigned)(bs % 8), (int32_t)(2 * k));
+                off += k;
+            }
+        }
+        int32_t *w = f->w + bs;
+        /* a single group's true sum fits in int32, so does its offset */
+        job->saturations += wide ? fixed_write64(w, s->acc64, s->acc, n, off)
+                                 : fixed_write32(w, s->acc, n, (int32_t)off);
+        bs = be;
+    }
+}
+
+/* One chunk of updates over the tensors' intersection with [lo, hi); a vocabulary
+ * tensor of a run that trains some rows only gets those rows. */
 static void fixed_sweep_chunk(fixed_job *job, const sw_update *u, size_t nu,
                               const uint8_t (*seeds)[SW_ID_BYTES], fixed_scratch *s)
 {
     sw_fixed *f = job->f;
-    const bool gauss = job->spec->perturb == SW_PERTURB_GAUSSIAN;
     for (size_t t = 0; t < f->n_tensors; t++) {
         const sw_gpt2_tensor *ts = &f->tensors[t];
         const uint64_t a = ts->offset > job->lo ? ts->offset : job->lo;
         const uint64_t b = ts->offset + ts->numel < job->hi ? ts->offset + ts->numel : job->hi;
         if (a >= b || (job->trainable && !job->trainable[t])) continue;
         if (fixed_prepare(job, t, u, nu, seeds, s) == 0) continue;
-        for (uint64_t bs = a; bs < b;) {
-            uint64_t be = (bs / FIXED_BLOCK + 1) * FIXED_BLOCK;
-            if (be > b) be = b;
-            const size_t n = (size_t)(be - bs);
-            bool wide = false;
-            int64_t off = 0; /* rademacher: sum of the group's k */
-            memset(s->acc, 0, n * sizeof(int32_t));
-            for (size_t i = 0; i < nu; i++) {
-                const int64_t k = s->k[i];
-                if (k == 0) continue;
-                if (s->flush[i]) {
-                    if (!wide) memset(s->acc64, 0, n * sizeof(int64_t));
-                    wide = true;
-                    for (size_t j = 0; j < n; j++)
-                        s->acc64[j] += (int64_t)s->acc[j] - off;
-                    memset(s->acc, 0, n * sizeof(int32_t));
-                    off = 0;
-                }
-                if (gauss) {
-                    sw_stream_bytes(seeds[i], SW_STREAM_Z, bs, n, s->ks);
-                    fixed_acc_gauss(s->acc, s->ks, n, s->table[i]);
-                } else {
-                    const uint64_t b0 = bs / 8, b1 = (be + 7) / 8;
-                    sw_stream_bytes(seeds[i], SW_STREAM_Z, b0, (size_t)(b1 - b0), s->ks);
-                    fixed_acc_rademacher(s->acc, s->ks, n, (unsigned)(bs % 8), (int32_t)(2 * k));
-                    off += k;
-                }
-            }
-            int32_t *w = f->w + bs;
-            /* a single group's true sum fits in int32, so does its offset */
-            job->saturations += wide ? fixed_write64(w, s->acc64, s->acc, n, off)
-                                     : fixed_write32(w, s->acc, n, (int32_t)off);
-            bs = be;
+        if (job->spec->n_rows == 0 || !sw_fixed_row_tensor(ts->kind)) {
+            fixed_sweep_range(job, u, nu, seeds, s, a, b);
+            continue;
+        }
+        const uint64_t C = (uint64_t)ts->shape[1];
+        for (int r = 0; r < job->spec->n_rows; r++) {
+            const uint64_t r0 = ts->offset + (uint64_t)job->spec->rows[r] * C, r1 = r0 + C;
+            const uint64_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
+            if (x < y) fixed_sweep_range(job, u, nu, seeds, s, x, y);
         }
     }
 }

@@ -58,6 +58,13 @@ typedef struct sw_fixed {
     uint64_t saturations;    /* adds clamped at the int32 range, since load */
 } sw_fixed;
 
+/* Whether a tensor kind is a vocabulary tensor whose rows a run may restrict
+ * training to (sw_train_spec.rows): wte and an untied lm_head. */
+static inline bool sw_fixed_row_tensor(sw_gpt2_kind kind)
+{
+    return kind == SW_GPT2_WTE || kind == SW_GPT2_LM_HEAD;
+}
+
 /* Converts a float model (exponents chosen from it, values rounded to nearest). */
 int sw_fixed_from_model(const sw_gpt2 *m, sw_fixed **out, sw_diag *diag);
 /* A zeroed copy-shaped object (same cfg, exponents copied), or a full copy. */
@@ -92,7 +99,8 @@ void sw_fixed_dequant_pm(const sw_fixed *f, uint64_t first, size_t n, const int1
  * Applies updates u[0..k) in one fused sweep over the parameters (each
  * update's z generated block by block, all deltas summed in int64, written
  * once with saturation).  trainable (n_tensors, may be NULL = all) selects the
- * tensors that updates touch.  The caller has checked every update
+ * tensors that updates touch, and spec->rows the rows of a vocabulary tensor
+ * (all when spec->n_rows is 0).  The caller has checked every update
  * (sw_update_check).  threads > 1 splits the sweep over disjoint slices.
  */
 void sw_fixed_apply(sw_fixed *f, const sw_train_spec *spec, const bool *trainable,

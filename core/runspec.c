@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "fileio.h"
+#include "fixed.h"
 #include "trainer.h"
 
 #define RS_MEMBER(field) offsetof(sw_runspec, field), sizeof(((sw_runspec *)0)->field)
@@ -191,6 +192,12 @@ int sw_runspec_validate(const sw_runspec *rs, const char *name, sw_diag *diag)
         if (c < 0x20 || c > 0x7e)
             return RS_BAD("train.trainable", "byte %zu is not printable ASCII", name, i);
     }
+    int32_t rows[SW_SPEC_MAX_ROWS];
+    int n_rows = 0;
+    sw_diag rsub;
+    if (rs->trainable_tokens[0] &&
+        (rc = sw_runspec_rows(rs->trainable_tokens, rs->arch.vocab_size, rows, &n_rows, &rsub)))
+        return sw_diag_set(diag, rc, "%s: train.%s", name, rsub.msg);
     const bool lora = sw_runspec_has_adapter(rs);
     if (!lora && strcmp(rs->adapter, "none") != 0)
         return RS_BAD("train.adapter", "must be none or lora, got '%.64s'", name, rs->adapter);
@@ -204,8 +211,63 @@ int sw_runspec_validate(const sw_runspec *rs, const char *name, sw_diag *diag)
     bool *mask = calloc(sw_gpt2_tensor_count(&model), sizeof *mask);
     if (mask == NULL) return sw_diag_set(diag, SW_ENOMEM, "%s: out of memory", name);
     rc = sw_trainer_trainable(&model, rs->trainable, mask, NULL, &sub);
+    bool rows_trained = false;
+    for (size_t i = 0; rc == 0 && i < sw_gpt2_tensor_count(&model); i++) {
+        sw_gpt2_tensor t;
+        sw_gpt2_tensor_at(&model, i, &t);
+        rows_trained = rows_trained || (mask[i] && sw_fixed_row_tensor(t.kind));
+    }
     free(mask);
     if (rc != 0) return sw_diag_set(diag, rc, "%s: train.trainable: %s", name, sub.msg);
+    if (n_rows > 0 && !rows_trained)
+        return RS_BAD("train.trainable_tokens",
+                      "names rows of wte, but train.trainable ('%.64s') does not select wte "
+                      "(or lm_head)",
+                      name, rs->trainable);
+    return 0;
+}
+
+int sw_runspec_rows(const char *list, int vocab, int32_t *rows, int *n, sw_diag *diag)
+{
+    int k = 0;
+    const char *p = list;
+    if (*p == '\0') return sw_diag_set(diag, SW_EINVAL, "trainable_tokens: empty list");
+    while (*p) {
+        if (*p < '0' || *p > '9')
+            return sw_diag_set(diag, SW_EINVAL,
+                               "trainable_tokens: '%.32s' is not a list of token ids "
+                               "(decimal, comma-separated, ascending)",
+                               p);
+        long v = 0;
+        while (*p >= '0' && *p <= '9') {
+            v = v * 10 + (*p - '0');
+            if (v >= vocab)
+                return sw_diag_set(diag, SW_EINVAL,
+                                   "trainable_tokens: token id %ld... is outside the vocabulary "
+                                   "(%d)",
+                                   v, vocab);
+            p++;
+        }
+        if (k == SW_SPEC_MAX_ROWS)
+            return sw_diag_set(diag, SW_EINVAL, "trainable_tokens: more than %d ids",
+                               SW_SPEC_MAX_ROWS);
+        if (k > 0 && v <= rows[k - 1])
+            return sw_diag_set(diag, SW_EINVAL,
+                               "trainable_tokens: %ld after %d: the ids must ascend, each once",
+                               v, (int)rows[k - 1]);
+        rows[k++] = (int32_t)v;
+        if (*p == ',') {
+            p++;
+            if (*p == '\0')
+                return sw_diag_set(diag, SW_EINVAL, "trainable_tokens: ends with a comma");
+        } else if (*p != '\0') {
+            return sw_diag_set(diag, SW_EINVAL,
+                               "trainable_tokens: '%.32s' is not a list of token ids "
+                               "(decimal, comma-separated, ascending)",
+                               p);
+        }
+    }
+    *n = k;
     return 0;
 }
 
@@ -430,6 +492,7 @@ int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *l
     for (size_t i = 0; i < RS_NKEYS; i++) {
         const sw_runspec_key *k = keys[i];
         if ((k->flags & SW_RSK_LORA) && !lora) continue;
+        if ((k->flags & SW_RSK_OPTIONAL) && *(const char *)runspec_field(rs, k) == '\0') continue;
         size_t glen = runspec_group_len(k->path);
         bool same_group = open_len != 0 && glen == open_len &&
                           memcmp(open_group, k->path, glen) == 0;
@@ -484,6 +547,10 @@ int sw_runspec_train_spec(const sw_runspec *rs, sw_train_spec *out, sw_diag *dia
     ts.total_steps = rs->total_steps;
     ts.directions = rs->directions;
     ts.max_scale = rs->max_scale;
+    if (rs->trainable_tokens[0] &&
+        (rc = sw_runspec_rows(rs->trainable_tokens, rs->arch.vocab_size, ts.rows, &ts.n_rows,
+                              diag)) != 0)
+        return rc;
     *out = ts;
     return 0;
 }
@@ -672,7 +739,7 @@ static int runspec_parse_object(json_t *obj, const char *group, const char *name
         const sw_runspec_key *k = keys[i];
         if (!runspec_in_group(k, group)) continue;
         json_t *val = json_object_get(obj, runspec_leaf(k->path));
-        if (val == NULL && (k->flags & SW_RSK_LORA)) continue; /* checked below */
+        if (val == NULL && (k->flags & (SW_RSK_LORA | SW_RSK_OPTIONAL))) continue; /* below */
         if (val == NULL) return sw_diag_set(diag, SW_EFORMAT, "%s: %s: missing", name, k->path);
         int rc = runspec_parse_value(k, val, name, rs, diag);
         if (rc != 0) return rc;

@@ -82,6 +82,7 @@ typedef struct sw_runspec {
     double eps;                                   /* (0, 1], finite */
     double weight_decay;                          /* [0, 1), finite (-0 reads as 0) */
     char trainable[SW_RUNSPEC_TRAINABLE_MAX + 1]; /* PCRE2 pattern, unanchored search */
+    char trainable_tokens[SW_RUNSPEC_TRAINABLE_MAX + 1]; /* "" or sorted token ids "a,b,c" */
     char adapter[SW_RUNSPEC_TRAINABLE_MAX + 1];   /* "none" or "lora" */
     int lora_rank;                                /* 1 .. SW_LORA_MAX_RANK */
     double lora_alpha;                            /* (0, SW_LORA_MAX_ALPHA] */
@@ -115,6 +116,10 @@ typedef enum sw_runspec_type {
  * (and a parser requires it) exactly then, so the run ids of runs without
  * adapters are what they were before adapters existed. */
 #define SW_RSK_LORA 16u
+/* Left out of the canonical form at its default (the empty string), and read as
+ * the default when absent: a key added after format 1 that leaves earlier run ids
+ * as they were. */
+#define SW_RSK_OPTIONAL 32u
 
 /*
  * The run spec's keys, each once.  Everything else about a key is generated
@@ -165,6 +170,11 @@ typedef enum sw_runspec_type {
       "PCRE2 regular expression over canonical tensor names (`h.0.attn.c_attn.weight`, " \
       "`wte.weight`, ...): only matching tensors are perturbed and updated; with " \
       "`adapter = lora` it selects among the adapter tensors (`h.0.attn.c_attn.lora_A.weight`)") \
+    X(trainable_tokens, "train.trainable_tokens", "trainable_tokens", STRING, "", 0, 0, \
+      SW_RSK_ADOPT | SW_RSK_OPTIONAL, \
+      "comma-separated token ids (at most 64): of `wte` (and an untied `lm_head`) only " \
+      "these rows are trained; `completions`: the tokens of the training file's " \
+      "completions, resolved by the founder; empty: every row") \
     X(adapter, "train.adapter", "adapter", STRING, "none", 0, 0, SW_RSK_ADOPT | SW_RSK_LORA, \
       "`none`: train the model's own weights; `lora`: freeze the base model and train " \
       "low-rank adapters on the linear weights of every block (docs/model.md)") \
@@ -266,6 +276,13 @@ int sw_runspec_canonical(const sw_runspec *rs, char *buf, size_t size, size_t *l
 
 /* BLAKE2b-256 of the canonical bytes.  SW_EINVAL for an invalid spec. */
 int sw_runspec_id(const sw_runspec *rs, uint8_t run_id[SW_ID_BYTES], sw_diag *diag);
+
+/*
+ * train.trainable_tokens as token ids: *n (at most SW_SPEC_MAX_ROWS) sorted,
+ * distinct ids < vocab into rows.  SW_EINVAL naming the problem for anything
+ * else ("completions" too: the founder resolves it first).
+ */
+int sw_runspec_rows(const char *list, int vocab, int32_t *rows, int *n, sw_diag *diag);
 
 /* Whether the run trains adapters (train.adapter = lora). */
 bool sw_runspec_has_adapter(const sw_runspec *rs);

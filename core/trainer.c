@@ -204,7 +204,21 @@ static void trainer_dequant(sw_trainer *tr, uint64_t first, size_t n, int16_t *z
         const uint64_t a = first > t0 ? first : t0;
         const uint64_t b = end < t1 ? end : t1;
         const size_t off = (size_t)(a - first);
-        if (tr->seed && tr->trainable[i]) {
+        if (tr->seed && tr->trainable[i] && tr->cfg.spec.n_rows > 0 &&
+            sw_fixed_row_tensor(t->kind)) {
+            /* a run that trains some rows: row by row, the others unperturbed */
+            const uint64_t C = (uint64_t)t->shape[1];
+            for (uint64_t x = a; x < b;) {
+                const uint64_t row = (x - t0) / C, y0 = t0 + (row + 1) * C;
+                const uint64_t y = y0 < b ? y0 : b;
+                const size_t o = (size_t)(x - first), m = (size_t)(y - x);
+                const bool on = sw_train_spec_row(&tr->cfg.spec, (int64_t)row);
+                if (on) sw_zstream(tr->seed, tr->cfg.spec.perturb, x, m, z + o);
+                sw_fixed_dequant_pm(tr->w, x, m, on ? z + o : NULL, on ? tr->eps : 0.0f,
+                                    plus + o, minus ? minus + o : NULL);
+                x = y;
+            }
+        } else if (tr->seed && tr->trainable[i]) {
             sw_zstream(tr->seed, tr->cfg.spec.perturb, a, (size_t)(b - a), z + off);
             sw_fixed_dequant_pm(tr->w, a, (size_t)(b - a), z + off, tr->eps, plus + off,
                                 minus ? minus + off : NULL);
@@ -400,6 +414,24 @@ static void trainer_job_wz(sw_trainer *tr, int worker, void *arg)
     for (size_t i = 0; i < tr->n_tensors; i++) {
         const sw_gpt2_tensor *t = &tr->tensors[i];
         if (!tr->trainable[i] || !trainer_decayed(t->kind)) continue;
+        const double unit_r = ldexp(1.0, -(int)tr->w->exp[i] - SW_GAUSS_FRAC_BITS);
+        if (tr->cfg.spec.n_rows > 0 && sw_fixed_row_tensor(t->kind)) {
+            /* only the trained rows: worker k takes every other one */
+            const size_t C = (size_t)t->shape[1];
+            for (int r = worker; r < tr->cfg.spec.n_rows; r += 2) {
+                const size_t first = (size_t)tr->cfg.spec.rows[r] * C;
+                for (size_t j = 0; j < C; j += TRAINER_WZ_CHUNK) {
+                    const size_t n = C - j < TRAINER_WZ_CHUNK ? C - j : TRAINER_WZ_CHUNK;
+                    sw_zstream(tr->seed, tr->cfg.spec.perturb, t->offset + first + j, n, z);
+                    const int32_t *wi = tr->w->w + t->offset + first + j;
+                    int64_t s = 0;
+                    for (size_t k = 0; k < n; k++)
+                        s += (int64_t)wi[k] * z[k];
+                    acc += (double)s * unit_r;
+                }
+            }
+            continue;
+        }
         size_t half = (t->numel / 2 + 511) & ~(size_t)511;
         if (half > t->numel) half = t->numel;
         const size_t a = worker == 0 ? 0 : half, b = worker == 0 ? half : t->numel;

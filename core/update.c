@@ -168,3 +168,17 @@ int sw_update_dedup(sw_update *u, size_t n, size_t *kept)
     *kept = k;
     return 0;
 }
+
+bool sw_train_spec_row(const sw_train_spec *spec, int64_t row)
+{
+    if (spec->n_rows == 0) return true;
+    int lo = 0, hi = spec->n_rows;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo) / 2;
+        if (spec->rows[mid] < row)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < spec->n_rows && spec->rows[lo] == row;
+}

@@ -51,6 +51,9 @@ typedef enum sw_perturb {
  * The hyperparameters every node must share to apply updates identically.
  * They are part of the run spec (runspec.h); run_id is its digest.
  */
+/* Rows of the vocabulary a run may restrict training to (train.trainable_tokens). */
+#define SW_SPEC_MAX_ROWS 64
+
 typedef struct sw_train_spec {
     uint8_t run_id[SW_ID_BYTES];
     sw_perturb perturb;
@@ -60,7 +63,14 @@ typedef struct sw_train_spec {
     uint64_t total_steps;  /* training steps the decay schedules end at (>= 1) */
     int directions;        /* n-SPSA: updates per training step, 1..64 */
     double max_scale;      /* every update's scale must be <= this (> 0) */
+    /* train.trainable_tokens: 0, every row of wte (and of an untied lm_head) is
+     * trained; else only rows[0..n_rows) (sorted, distinct token ids) */
+    int n_rows;
+    int32_t rows[SW_SPEC_MAX_ROWS];
 } sw_train_spec;
+
+/* Whether row `row` of a vocabulary tensor (wte, lm_head) is trained. */
+bool sw_train_spec_row(const sw_train_spec *spec, int64_t row);
 
 /* BLAKE2b-256(run_id || origin || LE64(step)). */
 void sw_update_seed(const uint8_t run_id[SW_ID_BYTES], const uint8_t origin[SW_ID_BYTES],

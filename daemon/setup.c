@@ -65,6 +65,65 @@ static void setup_runspec(const swd_config *cfg, const sw_gpt2 *base, sw_runspec
     rs->arch = base->cfg;
 }
 
+/*
+ * trainable_tokens = completions: the distinct tokens of the training file's
+ * completions, ascending, written into the run spec as ids (so that every member
+ * trains the same rows whatever its shard holds).
+ */
+static int setup_resolve_tokens(const swd_config *cfg, const sw_dataset *ds, sw_runspec *rs)
+{
+    if (strcmp(rs->trainable_tokens, "completions") != 0) return SWD_EXIT_OK;
+    int32_t ids[SW_SPEC_MAX_ROWS + 1];
+    int n = 0;
+    for (size_t c = 0; c < ds->n_completions; c++) {
+        for (int32_t j = 0; j < ds->completions[c].n_tokens; j++) {
+            const int32_t t = ds->completions[c].tokens[j];
+            int at = 0;
+            while (at < n && ids[at] < t)
+                at++;
+            if (at < n && ids[at] == t) continue;
+            if (n == SW_SPEC_MAX_ROWS) {
+                char msg[SETUP_PATH_MAX + 160];
+                snprintf(msg, sizeof msg,
+                         "%s: [train] trainable_tokens = completions: the completions of %s "
+                         "hold more than %d distinct tokens",
+                         cfg->file, cfg->train_path, SW_SPEC_MAX_ROWS);
+                swd_log(SWD_LOG_ERROR, msg, "key=train.trainable_tokens");
+                return SWD_EXIT_USAGE;
+            }
+            memmove(ids + at + 1, ids + at, (size_t)(n - at) * sizeof ids[0]);
+            ids[at] = t;
+            n++;
+        }
+    }
+    if (n == 0) {
+        char msg[SETUP_PATH_MAX + 160];
+        snprintf(msg, sizeof msg,
+                 "%s: [train] trainable_tokens = completions: %s has no prompt/completion "
+                 "record",
+                 cfg->file, cfg->train_path);
+        swd_log(SWD_LOG_ERROR, msg, "key=train.trainable_tokens");
+        return SWD_EXIT_USAGE;
+    }
+    char list[SW_SPEC_MAX_ROWS * 12];
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? "," : "", (int)ids[i]);
+    if (len >= sizeof rs->trainable_tokens) {
+        char msg[SETUP_PATH_MAX + 160];
+        snprintf(msg, sizeof msg,
+                 "%s: [train] trainable_tokens = completions: %d tokens need %zu bytes, more "
+                 "than the run spec's %d",
+                 cfg->file, n, len, SW_RUNSPEC_TRAINABLE_MAX);
+        swd_log(SWD_LOG_ERROR, msg, "key=train.trainable_tokens");
+        return SWD_EXIT_USAGE;
+    }
+    memcpy(rs->trainable_tokens, list, len + 1);
+    swd_log(SWD_LOG_INFO, "trainable tokens: the completions' tokens", "tokens=%s",
+            rs->trainable_tokens);
+    return SWD_EXIT_OK;
+}
+
 /* A key the configuration leaves to calibration (0 in a SW_RSK_CALIBRATE key;
  * such keys are doubles: only max_scale is one). */
 static bool setup_to_calibrate(const sw_runspec *rs, const sw_runspec_key *k)
@@ -340,6 +399,7 @@ int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_snapshot 
     /* 2. the run spec */
     sw_runspec rs;
     setup_runspec(cfg, base, &rs);
+    if ((ex = setup_resolve_tokens(cfg, s->ds, &rs)) != SWD_EXIT_OK) goto fail;
     if (adopt) {
         sw_runspec mine = rs;
         if ((ex = setup_adopt(cfg, &mine, adopt, &rs)) != SWD_EXIT_OK) goto fail;
@@ -400,9 +460,14 @@ int swd_setup_open(const swd_config *cfg, const sw_runspec *adopt, swd_snapshot 
         ex = setup_fail(SWD_EXIT_FAIL, "rebuild", &d, rc);
         goto fail;
     }
-    for (size_t i = 0; i < s->w->n_tensors; i++)
-        if (!s->state->trainable || s->state->trainable[i])
-            s->n_trainable_params += s->w->tensors[i].numel;
+    for (size_t i = 0; i < s->w->n_tensors; i++) {
+        const sw_gpt2_tensor *t = &s->w->tensors[i];
+        if (s->state->trainable && !s->state->trainable[i]) continue;
+        /* a run that trains some rows of the vocabulary tensors counts only them */
+        const bool rows = s->state->train.n_rows > 0 && sw_fixed_row_tensor(t->kind);
+        s->n_trainable_params += rows ? (uint64_t)s->state->train.n_rows * (uint64_t)t->shape[1]
+                                      : t->numel;
+    }
 
     /* 4. the trainer, positioned after the last own update */
     if (s->trainer) {

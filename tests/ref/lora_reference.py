@@ -85,30 +85,17 @@ def check_peft(out, base_dir):
     adapted = {f"h.{l}.{t}.weight" for l in range(cfg["n_layer"]) for t in TARGETS}
     frozen = [k for k in base if k not in adapted]
     # by value: a fixed-point master holds -0 as 0
-    same = [k for k in frozen if np.array_equal(fixed_point(base[k]), merged[k])]
+    same = [k for k in frozen if np.array_equal(np_gpt2.fixed_point(base[k]), merged[k])]
     check(len(same) == len(frozen), f"every tensor without an adapter is the base's as its "
           f"fixed-point master holds it ({len(same)} of {len(frozen)}: "
           f"{sorted(set(frozen) - set(same))[:3]})")
 
 
-def fixed_point(x):
-    """x on the grid of its fixed-point master (docs/engine.md): exponent e with
-    8 * max(max|x|, 1) < 2^(31 - e), values rounded to nearest, ties to even."""
-    _, ex = np.frexp(max(float(np.max(np.abs(x))), 1.0))
-    e = 31 - 3 - int(ex)
-    return (np.rint(x.astype(np.float64) * 2.0 ** e) / 2.0 ** e).astype(np.float32)
-
-
 def check_swarm(root):
     a_cfg = lora_config(root, "a")
-    a = nu.Node(os.path.join(root, "a"), a_cfg)
-    a.start(until_done=False)
-    b = nu.Node(os.path.join(root, "b"), lora_config(root, "b", nu.sync_addr(a_cfg), seed=2))
-    time.sleep(0.5)
-    b.start(until_done=False)
-    sts = nu.wait_done_converged([a, b], timeout=240)
-    if not check(sts is not None, "two lora nodes finish and converge (one vv, one digest)",
-                 a.log_text(15) + "\n" + b.log_text(15)):
+    a, b, sts = nu.pair_converged(root, a_cfg, lora_config(root, "b", nu.sync_addr(a_cfg), seed=2),
+                                  "two lora nodes finish and converge (one vv, one digest)")
+    if sts is None:
         return
     check(sts[0]["model"]["digest"] == sts[1]["model"]["digest"], "one digest on both nodes")
     check(sum(sts[0]["model"]["version_vector"].values()) == 2 * STEPS,
@@ -158,11 +145,12 @@ def check_config_errors(root):
         ("unknown target", {"lora_targets": "attn.c_attn,mlp.fc"}, "lora_targets"),
         ("adapter name", {"adapter": "qlora"}, "adapter"),
     ]
-    for what, extra, key in cases:
-        cfg = lora_config(root, "bad", **extra)
-        n = nu.Node(os.path.join(root, "bad-" + key), cfg)
+    for i, (what, extra, key) in enumerate(cases):
+        cfg = lora_config(root, f"bad{i}", **extra)
+        n = nu.Node(os.path.join(root, f"bad{i}"), cfg)
         rc, _ = n.run(timeout=60)
-        check(rc == 2 and key in n.log_text(), f"{what}: exit 2 naming {key}", n.log_text(5))
+        check(rc == 2 and key in n.log_text() and "state_dir" not in n.log_text(),
+              f"{what}: exit 2 naming {key}", n.log_text(5))
     cfg = nu.default_config(os.path.join(root, "plain", "state"), lora_rank=4)
     n = nu.Node(os.path.join(root, "plain"), cfg)
     rc, _ = n.run(timeout=60)

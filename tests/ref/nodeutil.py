@@ -515,6 +515,20 @@ def converged(state_dirs):
     return sts
 
 
+def pair_converged(root, a_cfg, b_cfg, what, timeout=240):
+    """Starts a founder (a_cfg) and, half a second later, a joiner (b_cfg) in
+    root/a and root/b, both serving past their last step; waits until both are done
+    and converged (a check named `what`).  Returns (a, b, statuses or None)."""
+    a = Node(os.path.join(root, "a"), a_cfg)
+    a.start(until_done=False)
+    b = Node(os.path.join(root, "b"), b_cfg)
+    time.sleep(0.5)
+    b.start(until_done=False)
+    sts = wait_done_converged([a, b], timeout=timeout)
+    check(sts is not None, what, a.log_text(15) + "\n" + b.log_text(15))
+    return a, b, sts
+
+
 def wait_done_converged(nodes, timeout=240):
     """The statuses of nodes once every one is done (max_steps) and they
     have converged (converged()); None after timeout, or at once when one

@@ -33,6 +33,8 @@ API (arrays are NumPy; "params" is a dict canonical name -> float32 array):
   nll(logits, tokens) -> (T,) float64: nll[t] = -log softmax(logits[t-1])[tokens[t]],
       nll[0] = 0.
   digest(cfg, params) -> 32 bytes, sw_gpt2_digest as docs/model.md defines it.
+  fixed_point(x) -> float32 array: x on the grid of its fixed-point master
+      (docs/engine.md), what a node that never wrote the tensor exports.
 """
 
 import hashlib
@@ -289,3 +291,12 @@ def digest(cfg, params):
         h.update(struct.pack("<I", len(shape)) + b"".join(struct.pack("<Q", d) for d in shape))
         h.update(np.ascontiguousarray(params[name], dtype="<f4").tobytes())
     return h.digest()
+
+
+def fixed_point(x):
+    """x on the grid of its fixed-point master (docs/engine.md): exponent e with
+    8 * max(max|x|, 1) < 2^(31 - e), values rounded to nearest, ties to even.
+    Compare by value: a master holds -0 as 0."""
+    _, ex = np.frexp(max(float(np.max(np.abs(x))), 1.0))
+    e = 31 - 3 - int(ex)
+    return (np.rint(x.astype(np.float64) * 2.0 ** e) / 2.0 ** e).astype(np.float32)

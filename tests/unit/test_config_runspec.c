@@ -177,15 +177,22 @@ static void test_validate_enforces_the_tables_bounds(void **state)
 static void test_canonical_keys_are_the_tables(void **state)
 {
     (void)state;
-    /* without adapters the SW_RSK_LORA keys are left out; with them, every key is there */
-    size_t n_lora = 0;
-    for (size_t i = 0; i < sw_runspec_key_count; i++)
+    /* without adapters the SW_RSK_LORA keys are left out, an SW_RSK_OPTIONAL key at its
+     * empty default too; with adapters and trained rows, every key is there */
+    size_t n_lora = 0, n_optional = 0;
+    for (size_t i = 0; i < sw_runspec_key_count; i++) {
         n_lora += (sw_runspec_keys[i].flags & SW_RSK_LORA) != 0;
+        n_optional += (sw_runspec_keys[i].flags & SW_RSK_OPTIONAL) != 0;
+    }
     assert_int_equal(n_lora, 4);
-    for (int with = 0; with < 2; with++) {
+    assert_int_equal(n_optional, 1);
+    /* variant 0: neither; 1: adapters; 2: trained rows (adapters freeze wte: not both) */
+    for (int with = 0; with < 3; with++) {
         sw_runspec rs;
         valid_spec(&rs);
-        if (with) snprintf(rs.adapter, sizeof rs.adapter, "lora");
+        snprintf(rs.trainable, sizeof rs.trainable, ".*");
+        if (with == 1) snprintf(rs.adapter, sizeof rs.adapter, "lora");
+        if (with == 2) snprintf(rs.trainable_tokens, sizeof rs.trainable_tokens, "5,7");
         char buf[SW_RUNSPEC_MAX_BYTES];
         size_t len;
         sw_diag d;
@@ -206,7 +213,8 @@ static void test_canonical_keys_are_the_tables(void **state)
                     snprintf(path, sizeof path, "%s.%s", key, sub);
                     const sw_runspec_key *k = sw_runspec_find(path);
                     assert_non_null(k);
-                    assert_true(with || !(k->flags & SW_RSK_LORA));
+                    assert_true(with == 1 || !(k->flags & SW_RSK_LORA));
+                    assert_true(with == 2 || !(k->flags & SW_RSK_OPTIONAL));
                     n++;
                 }
             } else {
@@ -214,7 +222,8 @@ static void test_canonical_keys_are_the_tables(void **state)
                 n++;
             }
         }
-        assert_int_equal(n, sw_runspec_key_count - (with ? 0 : n_lora));
+        assert_int_equal(n, sw_runspec_key_count - (with == 1 ? 0 : n_lora) -
+                                (with == 2 ? 0 : n_optional));
         json_decref(root);
     }
 }

@@ -628,6 +628,45 @@ static void test_adapter_keys(void **state)
     }
 }
 
+/* train.trainable_tokens: in the canonical form only when set (earlier run ids
+ * stand), parsed into the spec's rows, refused when malformed. */
+static void test_trainable_tokens(void **state)
+{
+    (void)state;
+    sw_runspec rs, back;
+    test_spec(&rs);
+    snprintf(rs.trainable, sizeof rs.trainable, "^wte");
+    char buf[SW_RUNSPEC_MAX_BYTES];
+    size_t len;
+    sw_diag d = {{0}};
+    assert_int_equal(sw_runspec_canonical(&rs, buf, sizeof buf, &len, &d), 0);
+    assert_null(strstr(buf, "trainable_tokens"));
+    snprintf(rs.trainable_tokens, sizeof rs.trainable_tokens, "7,4141,50256");
+    assert_int_equal(sw_runspec_canonical(&rs, buf, sizeof buf, &len, &d), 0);
+    assert_non_null(strstr(buf, "\"trainable\":\"^wte\",\"trainable_tokens\":\"7,4141,50256\""));
+    assert_int_equal(sw_runspec_parse(buf, len, "t.json", &back, &d), 0);
+    assert_null(sw_runspec_diff(&rs, &back));
+    sw_train_spec ts;
+    assert_int_equal(sw_runspec_train_spec(&back, &ts, &d), 0);
+    assert_int_equal(ts.n_rows, 3);
+    assert_int_equal(ts.rows[1], 4141);
+    assert_true(sw_train_spec_row(&ts, 50256) && !sw_train_spec_row(&ts, 8));
+    int32_t rows[SW_SPEC_MAX_ROWS];
+    int n;
+    const char *bad[] = {"", "1,", ",1", "2,1", "1,1", "1;2", "50257", "x", "completions"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(sw_runspec_rows(bad[i], 50257, rows, &n, &d), SW_EINVAL);
+    char many[400] = "";
+    for (int i = 0; i <= SW_SPEC_MAX_ROWS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s%d", i ? "," : "", i);
+    assert_int_equal(sw_runspec_rows(many, 50257, rows, &n, &d), SW_EINVAL);
+    assert_non_null(strstr(d.msg, "more than"));
+    /* rows of wte need wte trained */
+    snprintf(rs.trainable, sizeof rs.trainable, "^h\\.");
+    assert_int_equal(sw_runspec_validate(&rs, "x", &d), SW_EINVAL);
+    assert_non_null(strstr(d.msg, "does not select wte"));
+}
+
 static void test_validate_bounds(void **state)
 {
     (void)state;
@@ -724,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_parse_any_layout),
         cmocka_unit_test(test_parse_errors_name_the_key),
         cmocka_unit_test(test_adapter_keys),
+        cmocka_unit_test(test_trainable_tokens),
         cmocka_unit_test(test_validate_bounds),
         cmocka_unit_test(test_diff_names_first_key),
         cmocka_unit_test(test_write_and_load),

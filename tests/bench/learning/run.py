@@ -11,6 +11,8 @@ distinct completions, docs/datasets.md) it fine-tunes with
             at equal total updates (N nodes x steps/N own steps each)
   lora      one swarmd node training LoRA adapters ([train] adapter = lora, the base
             frozen) at --lora-lr, --lora-rank, --lora-alpha
+  rows      one swarmd node training only the rows of wte that the completions use
+            (trainable = ^wte, trainable_tokens = completions) at --rows-lr
 and scores the held-out file at fixed step counts (swarmd: `[data] valid`, the
 scorings of its log; a swarm: its first node, at total updates = N x own step).
 Every configuration runs over --seeds data orders and identities (origin ids seed
@@ -72,6 +74,7 @@ ap.add_argument("--train-extra", default="", help="extra [train] keys for swarmd
 ap.add_argument("--lora-lr", type=float, default=1e-2, help="learning rate of the lora method")
 ap.add_argument("--lora-rank", type=int, default=8)
 ap.add_argument("--lora-alpha", type=float, default=16)
+ap.add_argument("--rows-lr", type=float, default=1e-3, help="learning rate of the rows method")
 ap.add_argument("--report", default=None, metavar="JSON",
                 help="print and draw the figures of an earlier run's learning-<task>.json")
 args = ap.parse_args()
@@ -83,8 +86,8 @@ os.makedirs(args.out, exist_ok=True)
 
 
 def nodes_of(method):
-    """swarmd and lora: 1, swarmN: N, a PyTorch method: None."""
-    if method in ("swarmd", "lora"):
+    """swarmd, lora and rows: 1, swarmN: N, a PyTorch method: None."""
+    if method in ("swarmd", "lora", "rows"):
         return 1
     return int(method[5:]) if method.startswith("swarm") else None
 
@@ -103,10 +106,10 @@ def torch_job(method, seed):
     return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
 
 
-def swarmd_config(root, k, n, seed, data, every, bootstrap, lora):
+def swarmd_config(root, k, n, seed, data, every, bootstrap, method):
+    lr = {"lora": args.lora_lr, "rows": args.rows_lr}.get(method, args.lr)
     cfg = nu.swarm_config(os.path.join(root, f"n{k}", "state"), bootstrap, data,
-                          max_steps=args.steps // n, lr=args.lora_lr if lora else args.lr,
-                          eps=args.eps,
+                          max_steps=args.steps // n, lr=lr, eps=args.eps,
                           batch_size=args.batch, seq_len=args.seq_len, seed=seed * 100 + k,
                           threads=1)
     # The shipped heartbeat and batching, not the fast ones of the tests.
@@ -115,8 +118,10 @@ def swarmd_config(root, k, n, seed, data, every, bootstrap, lora):
     cfg["node"].update({"progress_ms": 0, "checkpoint_every": 0})
     cfg["data"]["valid"] = TEST
     cfg["train"]["eval_every"] = every
-    if lora:
+    if method == "lora":
         cfg["train"].update(adapter="lora", lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+    if method == "rows":
+        cfg["train"].update(trainable="^wte", trainable_tokens="completions")
     for kv in filter(None, args.train_extra.split(",")):
         key, val = kv.split("=", 1)
         cfg["train"][key] = val
@@ -133,7 +138,7 @@ def swarm_job(n, seed, name):
     try:
         for k in range(n):
             cfg = swarmd_config(root, k, n, seed, shards[k], every, founder_sync if k else "",
-                                name == "lora")
+                                name)
             if k == 0:
                 founder_sync = nu.sync_addr(cfg)
             d = os.path.join(root, f"n{k}")
