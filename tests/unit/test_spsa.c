@@ -114,6 +114,9 @@ static void base_config(sw_trainer_config *tc, sw_perturb dist, int threads, con
     tc->threads = threads;
 }
 
+/* When set, ref_loss perturbs only these rows of the vocabulary tensors. */
+static const sw_train_spec *ref_rows;
+
 /*
  * Loss of W + sign * eps z on the minibatch of data_step, through the whole
  * float model and the public forward pass.
@@ -133,6 +136,11 @@ static double ref_loss(const sw_fixed *f, const uint8_t *seed, sw_perturb dist, 
         const sw_gpt2_tensor *t = &f->tensors[i];
         if (seed && (!mask || mask[i])) {
             sw_zstream(seed, dist, t->offset, t->numel, z + t->offset);
+            if (ref_rows && ref_rows->n_rows > 0 && sw_fixed_row_tensor(t->kind))
+                for (int64_t r = 0; r < t->shape[0]; r++)
+                    if (!sw_train_spec_row(ref_rows, r))
+                        memset(z + t->offset + (size_t)r * (size_t)t->shape[1], 0,
+                               (size_t)t->shape[1] * sizeof(int16_t));
             sw_fixed_dequant_pm(f, t->offset, t->numel, z + t->offset, eps, m->params + t->offset,
                                 minus + t->offset);
             if (sign < 0)
@@ -208,6 +216,88 @@ static void test_probe_matches_materialised(void **state)
         }
         sw_fixed_free(f);
     }
+    sw_dataset_free(ds);
+}
+
+/* trainable_tokens: only the listed rows of wte are perturbed (the probe equals the
+ * reference with z = 0 on every other row, for one and two threads) and written
+ * by the sweep (every other parameter keeps its bits). */
+static void test_trainable_rows(void **state)
+{
+    (void)state;
+    sw_dataset *ds = load_data(TOPIC_TRAIN, 64);
+    sw_fixed *f = make_fixed(true, 64);
+    bool *mask = calloc(f->n_tensors, sizeof(bool));
+    sw_diag d;
+    assert_int_equal(sw_trainer_trainable(&f->cfg, "^wte|ln_f", mask, NULL, &d), 0);
+    uint8_t seed[SW_ID_BYTES];
+    seed_of(11, seed);
+    sw_trainer_config tc;
+    base_config(&tc, SW_PERTURB_RADEMACHER, 1, mask);
+    /* rows the batch uses and rows it does not, the last row of the vocabulary too */
+    size_t idx[4];
+    assert_int_equal(sw_trainer_batch_indices(42, ds->n_records, 0, 4, idx), 0);
+    const int32_t used = ds->records[idx[0]].tokens[1];
+    const int32_t cand[] = {3, used, 7000, f->cfg.vocab_size - 1};
+    for (int i = 0; i < 4; i++)
+        if (tc.spec.n_rows == 0 || cand[i] > tc.spec.rows[tc.spec.n_rows - 1])
+            tc.spec.rows[tc.spec.n_rows++] = cand[i];
+    double got[2][2];
+    for (int threads = 1; threads <= 2; threads++) {
+        tc.threads = threads;
+        sw_trainer *tr;
+        assert_int_equal(sw_trainer_alloc(&tc, &f->cfg, ds, &tr, &d), 0);
+        assert_int_equal(
+            sw_trainer_probe(tr, f, seed, 0, &got[threads - 1][0], &got[threads - 1][1], NULL, &d),
+            0);
+        sw_trainer_free(tr);
+    }
+    ref_rows = &tc.spec;
+    const double rp = ref_loss(f, seed, SW_PERTURB_RADEMACHER, 1e-3f, 1, mask, ds, 42, 0, 4);
+    const double rm = ref_loss(f, seed, SW_PERTURB_RADEMACHER, 1e-3f, -1, mask, ds, 42, 0, 4);
+    ref_rows = NULL;
+    const double all_rows = ref_loss(f, seed, SW_PERTURB_RADEMACHER, 1e-3f, 1, mask, ds, 42, 0, 4);
+    for (int k = 0; k < 2; k++)
+        assert_true(got[k][0] == rp && got[k][1] == rm);
+    assert_true(all_rows != rp);
+
+    /* the sweep: only the listed rows of wte (and ln_f) change */
+    sw_fixed *g;
+    assert_int_equal(sw_fixed_clone(f, &g, &d), 0);
+    sw_update u[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&u[i], 0, sizeof u[i]);
+        memcpy(u[i].origin, tc.origin, SW_ID_BYTES);
+        u[i].step = (uint64_t)i;
+        u[i].q = (int8_t)(40 - 30 * i);
+        u[i].scale = 0.5f;
+    }
+    for (int threads = 1; threads <= 2; threads++) {
+        sw_fixed *h;
+        assert_int_equal(sw_fixed_clone(f, &h, &d), 0);
+        sw_fixed_apply(h, &tc.spec, mask, u, 3, threads);
+        if (threads == 1) {
+            memcpy(g->w, h->w, f->n_params * sizeof(int32_t));
+        } else {
+            assert_memory_equal(g->w, h->w, f->n_params * sizeof(int32_t));
+        }
+        sw_fixed_free(h);
+    }
+    const sw_gpt2_tensor *wte = &f->tensors[0];
+    const size_t C = (size_t)wte->shape[1];
+    for (int64_t r = 0; r < wte->shape[0]; r++) {
+        const size_t o = wte->offset + (size_t)r * C;
+        const int same = memcmp(g->w + o, f->w + o, C * sizeof(int32_t)) == 0;
+        assert_int_equal(same, !sw_train_spec_row(&tc.spec, r));
+    }
+    for (size_t i = 1; i < f->n_tensors; i++) {
+        const sw_gpt2_tensor *t = &f->tensors[i];
+        const int same = memcmp(g->w + t->offset, f->w + t->offset, t->numel * sizeof(int32_t)) == 0;
+        assert_int_equal(same, !mask[i]);
+    }
+    sw_fixed_free(g);
+    free(mask);
+    sw_fixed_free(f);
     sw_dataset_free(ds);
 }
 
@@ -491,6 +581,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe_matches_materialised),
         cmocka_unit_test(test_trainable_mask),
+        cmocka_unit_test(test_trainable_rows),
         cmocka_unit_test(test_weights_untouched),
         cmocka_unit_test(test_weight_decay_projection),
         cmocka_unit_test(test_quantize),
