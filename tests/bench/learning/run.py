@@ -58,6 +58,7 @@ TASKS = {
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--task", default="lang", choices=sorted(TASKS))
+ap.add_argument("--model", default=None, help="the base model directory (default: the bundled one)")
 ap.add_argument("--steps", type=int, default=3000, help="total updates (per-direction steps)")
 ap.add_argument("--eval-every", type=int, default=500)
 ap.add_argument("--seeds", type=int, default=5)
@@ -79,7 +80,7 @@ ap.add_argument("--report", default=None, metavar="JSON",
                 help="print and draw the figures of an earlier run's learning-<task>.json")
 args = ap.parse_args()
 
-MODEL = nu.FIXTURE_MODEL
+MODEL = os.path.abspath(args.model) if args.model else nu.FIXTURE_MODEL
 TRAIN = os.path.join(nu.DATA, TASKS[args.task][0])
 TEST = os.path.join(nu.DATA, TASKS[args.task][1])
 os.makedirs(args.out, exist_ok=True)
@@ -116,6 +117,7 @@ def swarmd_config(root, k, n, seed, data, every, bootstrap, method):
     for key in ("heartbeat_ms", "batch_max_ms"):
         del cfg["node"][key]
     cfg["node"].update({"progress_ms": 0, "checkpoint_every": 0})
+    cfg["model"]["path"] = MODEL
     cfg["data"]["valid"] = TEST
     cfg["train"]["eval_every"] = every
     if method == "lora":

@@ -12,9 +12,13 @@ same ids.  One JSON object per scoring goes to stdout:
 
     {"method": "mezo", "seed": 1, "step": 500, "loss": 1.23, "accuracy": 0.61, ...}
 
-    torch_ref.py --method backprop|mezo --model DIR --train F --test F --steps N
+    torch_ref.py --method backprop|mezo|lm --model DIR --train F --test F --steps N
                  --eval-every K [--lr --eps --batch --seq-len --directions --seed
-                 --threads --save DIR]
+                 --threads --save DIR --trainable REGEX --wte-rows all|labels]
+
+lm is backpropagation on the training file's prompts alone, as text (every token
+scored, the completions never seen): continued pretraining on unlabeled text of the
+task's kind (models/tiny-gpt2-fortunes-lang/README.md).
 
 Needs SW_BUILD_ROOT (for tests/tok_batch) and SW_SOURCE_ROOT (tests/ref/np_gpt2.py).
 """
@@ -27,7 +31,7 @@ import sys
 import time
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--method", choices=["backprop", "mezo"], required=True)
+ap.add_argument("--method", choices=["backprop", "mezo", "lm"], required=True)
 ap.add_argument("--model", required=True)
 ap.add_argument("--train", required=True)
 ap.add_argument("--test", required=True)
@@ -144,6 +148,10 @@ def records(path, max_tokens):
 
 
 train = records(args.train, args.seq_len)
+if args.method == "lm":
+    # language modelling on the training file's prompts alone: every token scored,
+    # the completions (the labels) never seen
+    train = [(p[:args.seq_len], 1) for _, _, p, _ in train if len(p) >= 2]
 test = records(args.test, NPOS)
 choices = sorted({r[3] for r in test})
 choice_ids = dict(zip(choices, encode_all(choices)))
@@ -216,6 +224,7 @@ def report(step, t0, train_loss):
 
 
 def run_backprop():
+    """AdamW on the task (method backprop) or on the prompts as text (method lm)."""
     lr = args.lr or 1e-4
     for p in params:
         p.requires_grad_(True)
@@ -275,7 +284,8 @@ def run_mezo():
                 report(step, t0, sum(ls) / len(ls))
 
 
-(run_backprop if args.method == "backprop" else run_mezo)()
+(run_mezo if args.method == "mezo" else run_backprop)()
 if args.save:
+    os.makedirs(args.save, exist_ok=True)
     out = {k: P[k].detach().numpy() for k in order}
     np_gpt2.save_model(args.save, cfg, out, dtype="F32")
