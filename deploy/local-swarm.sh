@@ -5,7 +5,7 @@
 # spec); the others join through node 0's sync address and adopt it.
 #
 #   deploy/local-swarm.sh start N [--dir DIR] [--steps S] [--bin BUILD_DIR]
-#                                 [--lr LR] [--model DIR] [--data FILE] [--fresh]
+#                                 [--lr LR] [--model DIR] [--data FILE] [--train K=V]... [--fresh]
 #   deploy/local-swarm.sh status [--dir DIR]
 #   deploy/local-swarm.sh wait   [--dir DIR] [--timeout S] [--progress S]
 #   deploy/local-swarm.sh stop   [--dir DIR] [--timeout S]
@@ -32,7 +32,8 @@ root=$(cd "$here/.." && pwd)
 usage() {
     cat <<EOF
 usage: deploy/local-swarm.sh start N [--dir DIR] [--steps S] [--bin BUILD_DIR]
-                                     [--lr LR] [--model DIR] [--data FILE] [--fresh]
+                                     [--lr LR] [--model DIR] [--data FILE] [--train K=V]...
+                                     [--fresh]
        deploy/local-swarm.sh status [--dir DIR]
        deploy/local-swarm.sh wait   [--dir DIR] [--timeout S] [--progress S]
        deploy/local-swarm.sh stop   [--dir DIR] [--timeout S]
@@ -40,7 +41,9 @@ usage: deploy/local-swarm.sh start N [--dir DIR] [--steps S] [--bin BUILD_DIR]
 start   starts N swarmd nodes (1..32) on 127.0.0.1, each training S steps (default 300)
         on its own shard of --data (default data/topic-train.jsonl) from --model
         (default models/tiny-gpt2-fortunes) at learning rate --lr (default 3e-4), with
-        the binaries of BUILD_DIR (default build-release).  A DIR that holds a stopped
+        the binaries of BUILD_DIR (default build-release); each --train KEY=VALUE adds
+        a [train] key to node 0's config (the others adopt the run spec it founds,
+        docs/configuration.md).  A DIR that holds a stopped
         swarm is started again where it left off; --fresh deletes its nodes first.
 status  one line per node: pid, state, step, loss, peers alive, updates, digest.
 wait    waits until every node is done and all report one version vector and the

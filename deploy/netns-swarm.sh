@@ -9,6 +9,7 @@
 # network is real TCP between real network stacks, so it tests what a LAN or WAN would.
 #
 #   deploy/netns-swarm.sh start N [--dir DIR] [--steps S] [--bin BUILD_DIR] [--lr LR]
+#                                 [--train K=V]...
 #                                 [--delay-ms D] [--loss-pct L] [--prefix P] [--fresh]
 #   deploy/netns-swarm.sh status [--dir DIR]
 #   deploy/netns-swarm.sh wait   [--dir DIR] [--timeout S] [--progress S]
@@ -34,6 +35,7 @@ local_swarm="$root/deploy/local-swarm.sh"
 usage() {
     cat <<EOF
 usage: deploy/netns-swarm.sh start N [--dir DIR] [--steps S] [--bin BUILD_DIR] [--lr LR]
+                                     [--train K=V]...   (as local-swarm.sh)
                                      [--delay-ms D] [--loss-pct L] [--prefix P] [--fresh]
        deploy/netns-swarm.sh status [--dir DIR]
        deploy/netns-swarm.sh wait   [--dir DIR] [--timeout S] [--progress S]

@@ -65,6 +65,7 @@ parse_start() {
         usage_error "start: N must be 1..32, not '$n'"
     fi
     fresh=false
+    train_extra=""
     while [ $# -gt 0 ]; do
         case "$1" in
         --fresh)
@@ -72,7 +73,7 @@ parse_start() {
             shift
             continue
             ;;
-        --dir | --steps | --bin | --lr) ;;
+        --dir | --steps | --bin | --lr | --train) ;;
         *)
             case " $start_opts " in
             *" $1 "*) ;;
@@ -86,6 +87,17 @@ parse_start() {
         --steps) steps=$2 ;;
         --bin) bin=$2 ;;
         --lr) lr=$2 ;;
+        --train)
+            # KEY=VALUE, one more [train] key of the founder (the others adopt the run spec)
+            case "$2" in
+            [a-z]*=*) ;;
+            *) usage_error "start: --train takes KEY=VALUE, not '$2'" ;;
+            esac
+            key=${2%%=*}
+            case "$key" in *[!a-z_]*) usage_error "start: --train: '$key' is not a key name" ;; esac
+            train_extra="$train_extra$key = ${2#*=}
+"
+            ;;
         *) start_opt "$1" "$2" ;;
         esac
         shift 2
@@ -184,6 +196,7 @@ write_config() {
             echo "max_steps = $steps"
             echo "lr = $lr"
             echo "eps = 1e-3"
+            printf '%s' "${train_extra:-}"
         fi
         echo "batch_size = 8"
         echo "seq_len = 128"

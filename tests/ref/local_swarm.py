@@ -80,7 +80,8 @@ def main():
     atexit.register(_kill_leftovers)
     build = os.path.abspath(nu.BUILD)
 
-    rc, out, err = run("start", str(N), "--dir", d, "--steps", str(STEPS), "--bin", build)
+    rc, out, err = run("start", str(N), "--dir", d, "--steps", str(STEPS), "--bin", build,
+                       "--train", "weight_decay=0")
     if not check(rc == 0, "start 3 exits 0", out + err):
         return nu.finish("local_swarm", t0)
     pids = [pid_of(d, k) for k in range(N)]
@@ -122,6 +123,9 @@ def main():
     check(cfgs[0]["train"].get("max_steps") == str(STEPS) and
           all("max_steps" not in c["train"] for c in cfgs[1:]),
           "max_steps is in the founder's config; the joiners adopt the run spec")
+    check(cfgs[0]["train"].get("weight_decay") == "0" and
+          all("weight_decay" not in c["train"] for c in cfgs[1:]),
+          "--train weight_decay=0 is a key of the founder's config only")
 
     rc, out, err = run("start", str(N), "--dir", d, "--bin", build)
     check(rc == 1 and "is running" in err and "stop" in err,
@@ -191,6 +195,9 @@ def main():
           "another --steps for the same dir is refused, pointing at --fresh", err)
     rc, _, err = run("start", "0")
     check(rc == 2 and "1..32" in err, "start 0 is a usage error (exit 2)", err)
+    for bad in ("nonsense", "Lr=1", "lr-x=1"):
+        rc, _, err = run("start", "2", "--dir", d + "-t", "--train", bad)
+        check(rc == 2 and "--train" in err, f"--train {bad}: a usage error (exit 2)", err)
     rc, _, err = run("start", "2", "--dir", d + "-x", "--bin", d)
     check(rc == 1 and "not built" in err, "a --bin without swarmd: exit 1, 'not built'", err)
     rc, _, err = run("frob")
