@@ -381,13 +381,7 @@ int sw_checkpoint_load(const char *path, const uint8_t run_id[SW_ID_BYTES],
         goto fail;
     }
     if ((rc = sw_gpt2_config_validate(&c, path, diag)) != 0) goto fail;
-    if (cfg != NULL &&
-        (c.n_layer != cfg->n_layer || c.n_head != cfg->n_head || c.n_embd != cfg->n_embd ||
-         c.n_positions != cfg->n_positions || c.vocab_size != cfg->vocab_size ||
-         memcmp(&c.layer_norm_epsilon, &cfg->layer_norm_epsilon, 4) != 0 ||
-         c.tie_word_embeddings != cfg->tie_word_embeddings || c.lora_rank != cfg->lora_rank ||
-         c.lora_targets != cfg->lora_targets ||
-         (c.lora_rank > 0 && memcmp(&c.lora_alpha, &cfg->lora_alpha, 4) != 0))) {
+    if (cfg != NULL && !sw_gpt2_config_equal(&c, cfg)) {
         rc = sw_diag_set(diag, SW_EMISMATCH, "%s: checkpoint of another architecture", path);
         goto fail;
     }

@@ -580,11 +580,9 @@ static size_t fixed_prepare(const fixed_job *job, size_t t, const sw_update *u, 
 }
 
 /* The chunk's updates over parameters [a, b) of tensor t (prepared). */
-static void fixed_sweep_range(fixed_job *job, const sw_update *u, size_t nu,
-                              const uint8_t (*seeds)[SW_ID_BYTES], fixed_scratch *s, uint64_t a,
-                              uint64_t b)
+static void fixed_sweep_range(fixed_job *job, size_t nu, const uint8_t (*seeds)[SW_ID_BYTES],
+                              fixed_scratch *s, uint64_t a, uint64_t b)
 {
-    (void)u;
     sw_fixed *f = job->f;
     const bool gauss = job->spec->perturb == SW_PERTURB_GAUSSIAN;
     for (uint64_t bs = a; bs < b;) {
@@ -636,14 +634,14 @@ static void fixed_sweep_chunk(fixed_job *job, const sw_update *u, size_t nu,
         if (a >= b || (job->trainable && !job->trainable[t])) continue;
         if (fixed_prepare(job, t, u, nu, seeds, s) == 0) continue;
         if (job->spec->n_rows == 0 || !sw_fixed_row_tensor(ts->kind)) {
-            fixed_sweep_range(job, u, nu, seeds, s, a, b);
+            fixed_sweep_range(job, nu, seeds, s, a, b);
             continue;
         }
         const uint64_t C = (uint64_t)ts->shape[1];
         for (int r = 0; r < job->spec->n_rows; r++) {
             const uint64_t r0 = ts->offset + (uint64_t)job->spec->rows[r] * C, r1 = r0 + C;
             const uint64_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
-            if (x < y) fixed_sweep_range(job, u, nu, seeds, s, x, y);
+            if (x < y) fixed_sweep_range(job, nu, seeds, s, x, y);
         }
     }
 }

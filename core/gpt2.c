@@ -71,9 +71,6 @@ size_t sw_gpt2_tensor_count(const sw_gpt2_config *cfg)
     return sw_gpt2_base_tensor_count(cfg) + 2 * gpt2_lora_targets(cfg) * (size_t)cfg->n_layer;
 }
 
-static const char *const gpt2_lora_target_name[SW_LORA_N_TARGETS] = {
-    "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
-
 /* Adapter tensor j (0-based after the base tensors). */
 static void gpt2_lora_entry(const sw_gpt2_config *cfg, size_t j, sw_gpt2_tensor *out)
 {
@@ -91,7 +88,7 @@ static void gpt2_lora_entry(const sw_gpt2_config *cfg, size_t j, sw_gpt2_tensor 
             const int64_t rows = ab == 0 ? (int64_t)r : o, cols = ab == 0 ? in : (int64_t)r;
             if (seen == e) {
                 snprintf(out->name, sizeof(out->name), "h.%zu.%s.lora_%c.weight", l,
-                         gpt2_lora_target_name[k], ab == 0 ? 'A' : 'B');
+                         sw_lora_target_name(k), ab == 0 ? 'A' : 'B');
                 out->kind = ab == 0 ? SW_GPT2_LORA_A : SW_GPT2_LORA_B;
                 out->layer = (int)l;
                 out->target = k;

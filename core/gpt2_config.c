@@ -33,6 +33,27 @@ void sw_lora_target_dims(const sw_gpt2_config *cfg, int k, int *in, int *out)
     *out = out_x[k] * cfg->n_embd;
 }
 
+const char *sw_lora_target_name(int k)
+{
+    static const char *const names[SW_LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj",
+                                                         "mlp.c_fc", "mlp.c_proj"};
+    return names[k];
+}
+
+bool sw_gpt2_config_same_base(const sw_gpt2_config *a, const sw_gpt2_config *b)
+{
+    return a->n_layer == b->n_layer && a->n_head == b->n_head && a->n_embd == b->n_embd &&
+           a->n_positions == b->n_positions && a->vocab_size == b->vocab_size &&
+           a->layer_norm_epsilon == b->layer_norm_epsilon &&
+           a->tie_word_embeddings == b->tie_word_embeddings;
+}
+
+bool sw_gpt2_config_equal(const sw_gpt2_config *a, const sw_gpt2_config *b)
+{
+    return sw_gpt2_config_same_base(a, b) && a->lora_rank == b->lora_rank &&
+           a->lora_alpha == b->lora_alpha && a->lora_targets == b->lora_targets;
+}
+
 uint64_t sw_lora_layer_params(const sw_gpt2_config *cfg)
 {
     if (cfg->lora_rank <= 0) return 0;

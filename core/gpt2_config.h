@@ -63,6 +63,11 @@ int sw_gpt2_config_parse(const char *json, size_t len, const char *name, sw_gpt2
                          sw_diag *diag);
 int sw_gpt2_config_load(const char *path, sw_gpt2_config *out, sw_diag *diag);
 
+/* The same base architecture (every field but the adapter's). */
+bool sw_gpt2_config_same_base(const sw_gpt2_config *a, const sw_gpt2_config *b);
+/* The same architecture, adapters included. */
+bool sw_gpt2_config_equal(const sw_gpt2_config *a, const sw_gpt2_config *b);
+
 /* Writes a Hugging Face compatible config.json (model_type gpt2, n_ctx too). */
 int sw_gpt2_config_write(const char *path, const sw_gpt2_config *cfg, sw_diag *diag);
 
@@ -73,6 +78,8 @@ uint64_t sw_gpt2_config_param_count(const sw_gpt2_config *cfg);
  * order of SW_LORA_*): c_attn C -> 3C, attn.c_proj C -> C, c_fc C -> 4C,
  * mlp.c_proj 4C -> C. */
 void sw_lora_target_dims(const sw_gpt2_config *cfg, int k, int *in, int *out);
+/* The name of adapter target k: "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj". */
+const char *sw_lora_target_name(int k);
 /* Parameters of one block's adapters: sum over targets of rank * (in + out). */
 uint64_t sw_lora_layer_params(const sw_gpt2_config *cfg);
 

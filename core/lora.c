@@ -13,9 +13,6 @@
 #include "fileio.h"
 #include "safetensors.h"
 
-static const char *const lora_names[SW_LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj",
-                                                          "mlp.c_fc", "mlp.c_proj"};
-
 int sw_lora_targets_parse(const char *list, unsigned *bits, sw_diag *diag)
 {
     unsigned b = 0;
@@ -27,12 +24,14 @@ int sw_lora_targets_parse(const char *list, unsigned *bits, sw_diag *diag)
         size_t n = end ? (size_t)(end - p) : strlen(p);
         int k = -1;
         for (int i = 0; i < SW_LORA_N_TARGETS; i++)
-            if (strlen(lora_names[i]) == n && memcmp(lora_names[i], p, n) == 0) k = i;
+            if (strlen(sw_lora_target_name(i)) == n && memcmp(sw_lora_target_name(i), p, n) == 0)
+                k = i;
         if (k < 0)
             return sw_diag_set(diag, SW_EINVAL, "lora_targets: '%.*s' is not one of %s", (int)n, p,
                                SW_LORA_TARGETS_ALL);
         if (b & (1u << k))
-            return sw_diag_set(diag, SW_EINVAL, "lora_targets: '%s' given twice", lora_names[k]);
+            return sw_diag_set(diag, SW_EINVAL, "lora_targets: '%s' given twice",
+                               sw_lora_target_name(k));
         b |= 1u << k;
         if (!end) break;
         p = end + 1;
@@ -50,25 +49,17 @@ void sw_lora_targets_text(unsigned bits, char *buf, size_t size)
     buf[0] = '\0';
     for (int k = 0; k < SW_LORA_N_TARGETS; k++) {
         if (!(bits & (1u << k))) continue;
-        int w = snprintf(buf + n, size - n, "%s%s", n ? "," : "", lora_names[k]);
+        int w = snprintf(buf + n, size - n, "%s%s", n ? "," : "", sw_lora_target_name(k));
         if (w < 0 || (size_t)w >= size - n) return;
         n += (size_t)w;
     }
-}
-
-static bool lora_same_base(const sw_gpt2_config *a, const sw_gpt2_config *b)
-{
-    return a->n_layer == b->n_layer && a->n_head == b->n_head && a->n_embd == b->n_embd &&
-           a->n_positions == b->n_positions && a->vocab_size == b->vocab_size &&
-           memcmp(&a->layer_norm_epsilon, &b->layer_norm_epsilon, sizeof(float)) == 0 &&
-           a->tie_word_embeddings == b->tie_word_embeddings;
 }
 
 int sw_lora_attach(const sw_gpt2 *base, const sw_gpt2_config *cfg_lora, const uint8_t seed[32],
                    sw_gpt2 **out, sw_diag *diag)
 {
     if (base->cfg.lora_rank != 0 || cfg_lora->lora_rank <= 0 ||
-        !lora_same_base(&base->cfg, cfg_lora))
+        !sw_gpt2_config_same_base(&base->cfg, cfg_lora))
         return sw_diag_set(diag, SW_EINVAL,
                            "adapters: a plain base model and an adapter of its architecture "
                            "are needed");
@@ -204,7 +195,7 @@ int sw_lora_write_peft(const sw_gpt2 *m, const char *dir, const char *base_name,
     for (int k = 0; k < SW_LORA_N_TARGETS; k++) {
         if (!(cfg->lora_targets & (1u << k))) continue;
         len += (size_t)snprintf(list + len, sizeof list - len, "%s\"%s\"", len ? ", " : "",
-                                lora_names[k]);
+                                sw_lora_target_name(k));
     }
     {
         /* base_name is the operator's path: JSON-escape it */

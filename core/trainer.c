@@ -206,17 +206,18 @@ static void trainer_dequant(sw_trainer *tr, uint64_t first, size_t n, int16_t *z
         const size_t off = (size_t)(a - first);
         if (tr->seed && tr->trainable[i] && tr->cfg.spec.n_rows > 0 &&
             sw_fixed_row_tensor(t->kind)) {
-            /* a run that trains some rows: row by row, the others unperturbed */
+            /* a run that trains some rows: the range unperturbed, then those rows again
+             * with their z (as the sweep writes them, fixed.c) */
+            sw_fixed_dequant_pm(tr->w, a, (size_t)(b - a), NULL, 0.0f, plus + off,
+                                minus ? minus + off : NULL);
             const uint64_t C = (uint64_t)t->shape[1];
-            for (uint64_t x = a; x < b;) {
-                const uint64_t row = (x - t0) / C, y0 = t0 + (row + 1) * C;
-                const uint64_t y = y0 < b ? y0 : b;
+            for (int r = 0; r < tr->cfg.spec.n_rows; r++) {
+                const uint64_t r0 = t0 + (uint64_t)tr->cfg.spec.rows[r] * C, r1 = r0 + C;
+                const uint64_t x = r0 > a ? r0 : a, y = r1 < b ? r1 : b;
+                if (x >= y) continue;
                 const size_t o = (size_t)(x - first), m = (size_t)(y - x);
-                const bool on = sw_train_spec_row(&tr->cfg.spec, (int64_t)row);
-                if (on) sw_zstream(tr->seed, tr->cfg.spec.perturb, x, m, z + o);
-                sw_fixed_dequant_pm(tr->w, x, m, on ? z + o : NULL, on ? tr->eps : 0.0f,
-                                    plus + o, minus ? minus + o : NULL);
-                x = y;
+                sw_zstream(tr->seed, tr->cfg.spec.perturb, x, m, z + o);
+                sw_fixed_dequant_pm(tr->w, x, m, z + o, tr->eps, plus + o, minus ? minus + o : NULL);
             }
         } else if (tr->seed && tr->trainable[i]) {
             sw_zstream(tr->seed, tr->cfg.spec.perturb, a, (size_t)(b - a), z + off);
@@ -405,6 +406,25 @@ static void trainer_job_loss(sw_trainer *tr, int s, void *arg)
     sg->loss_sum = total;
 }
 
+/* <w, z> over canonical parameters [first, first + n) of tensor i; z is scratch. */
+static double trainer_wz_range(const sw_trainer *tr, size_t i, uint64_t first, size_t n,
+                               int16_t *z)
+{
+    /* 2^-(e_t + 13): an exact power of two */
+    const double unit = ldexp(1.0, -(int)tr->w->exp[i] - SW_GAUSS_FRAC_BITS);
+    double acc = 0.0;
+    for (size_t j = 0; j < n; j += TRAINER_WZ_CHUNK) {
+        const size_t m = n - j < TRAINER_WZ_CHUNK ? n - j : TRAINER_WZ_CHUNK;
+        sw_zstream(tr->seed, tr->cfg.spec.perturb, first + j, m, z);
+        const int32_t *wi = tr->w->w + first + j;
+        int64_t s = 0; /* |w z| < 2^46, 4096 terms: exact */
+        for (size_t k = 0; k < m; k++)
+            s += (int64_t)wi[k] * z[k];
+        acc += (double)s * unit;
+    }
+    return acc;
+}
+
 /* <w, z> over the decayed trainable tensors, worker k taking half of each. */
 static void trainer_job_wz(sw_trainer *tr, int worker, void *arg)
 {
@@ -414,38 +434,17 @@ static void trainer_job_wz(sw_trainer *tr, int worker, void *arg)
     for (size_t i = 0; i < tr->n_tensors; i++) {
         const sw_gpt2_tensor *t = &tr->tensors[i];
         if (!tr->trainable[i] || !trainer_decayed(t->kind)) continue;
-        const double unit_r = ldexp(1.0, -(int)tr->w->exp[i] - SW_GAUSS_FRAC_BITS);
         if (tr->cfg.spec.n_rows > 0 && sw_fixed_row_tensor(t->kind)) {
             /* only the trained rows: worker k takes every other one */
             const size_t C = (size_t)t->shape[1];
-            for (int r = worker; r < tr->cfg.spec.n_rows; r += 2) {
-                const size_t first = (size_t)tr->cfg.spec.rows[r] * C;
-                for (size_t j = 0; j < C; j += TRAINER_WZ_CHUNK) {
-                    const size_t n = C - j < TRAINER_WZ_CHUNK ? C - j : TRAINER_WZ_CHUNK;
-                    sw_zstream(tr->seed, tr->cfg.spec.perturb, t->offset + first + j, n, z);
-                    const int32_t *wi = tr->w->w + t->offset + first + j;
-                    int64_t s = 0;
-                    for (size_t k = 0; k < n; k++)
-                        s += (int64_t)wi[k] * z[k];
-                    acc += (double)s * unit_r;
-                }
-            }
+            for (int r = worker; r < tr->cfg.spec.n_rows; r += 2)
+                acc += trainer_wz_range(tr, i, t->offset + (size_t)tr->cfg.spec.rows[r] * C, C, z);
             continue;
         }
         size_t half = (t->numel / 2 + 511) & ~(size_t)511;
         if (half > t->numel) half = t->numel;
         const size_t a = worker == 0 ? 0 : half, b = worker == 0 ? half : t->numel;
-        /* 2^-(e_t + 13): an exact power of two */
-        const double unit = ldexp(1.0, -(int)tr->w->exp[i] - SW_GAUSS_FRAC_BITS);
-        for (size_t j = a; j < b; j += TRAINER_WZ_CHUNK) {
-            const size_t n = b - j < TRAINER_WZ_CHUNK ? b - j : TRAINER_WZ_CHUNK;
-            sw_zstream(tr->seed, tr->cfg.spec.perturb, t->offset + j, n, z);
-            const int32_t *wi = tr->w->w + t->offset + j;
-            int64_t s = 0; /* |w z| < 2^46, 4096 terms: exact */
-            for (size_t k = 0; k < n; k++)
-                s += (int64_t)wi[k] * z[k];
-            acc += (double)s * unit;
-        }
+        acc += trainer_wz_range(tr, i, t->offset + a, b - a, z);
     }
     tr->wz_part[worker] = acc;
 }
@@ -585,15 +584,6 @@ static void trainer_load_batch(sw_trainer *tr, uint64_t step)
  * The probe
  */
 
-static bool trainer_model_match(const sw_gpt2_config *a, const sw_gpt2_config *b)
-{
-    return a->n_layer == b->n_layer && a->n_head == b->n_head && a->n_embd == b->n_embd &&
-           a->n_positions == b->n_positions && a->vocab_size == b->vocab_size &&
-           a->layer_norm_epsilon == b->layer_norm_epsilon &&
-           a->tie_word_embeddings == b->tie_word_embeddings && a->lora_rank == b->lora_rank &&
-           a->lora_alpha == b->lora_alpha && a->lora_targets == b->lora_targets;
-}
-
 /*
  * Losses of the loaded batch at W + eps z (sign 0) and W - eps z (sign 1);
  * seed NULL or nsigns 1: only the first.  wz (may be NULL) needs a seed.
@@ -601,7 +591,7 @@ static bool trainer_model_match(const sw_gpt2_config *a, const sw_gpt2_config *b
 static int trainer_forward(sw_trainer *tr, const sw_fixed *w, const uint8_t *seed, float eps,
                            int nsigns, double loss[2], double *wz, sw_diag *diag)
 {
-    if (!trainer_model_match(&w->cfg, &tr->model) ||
+    if (!sw_gpt2_config_equal(&w->cfg, &tr->model) ||
         w->n_params != tr->tensors[tr->n_tensors - 1].offset + tr->tensors[tr->n_tensors - 1].numel)
         return sw_diag_set(diag, SW_EMISMATCH,
                            "trainer: the weights' architecture differs from the trainer's");

@@ -108,9 +108,7 @@ def check_swarm(root):
     want = L * RANK * sum((fi + fo) * C for fi, fo in TARGETS.values())
     check(f"trainable_params={want} " in a.log_text(), f"startup line: trainable_params={want} "
           "(the adapters only)")
-    for n in (a, b):
-        n.proc.terminate()
-        check(n.wait(60) == 0, f"{n.name} stops with exit 0 on SIGTERM", n.log_text(5))
+    nu.stop_all([a, b])
     out = os.path.join(root, "export")
     if nu.export(a.state_dir, out) is None:
         return

@@ -515,6 +515,14 @@ def converged(state_dirs):
     return sts
 
 
+def stop_all(nodes, timeout=60):
+    """SIGTERM to every node at once, then a check that each exits 0."""
+    for n in nodes:
+        n.proc.terminate()
+    for n in nodes:
+        check(n.wait(timeout) == 0, f"{n.name} stops with exit 0 on SIGTERM", n.log_text(5))
+
+
 def pair_converged(root, a_cfg, b_cfg, what, timeout=240):
     """Starts a founder (a_cfg) and, half a second later, a joiner (b_cfg) in
     root/a and root/b, both serving past their last step; waits until both are done

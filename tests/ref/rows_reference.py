@@ -65,9 +65,7 @@ def check_swarm(root, ids):
               f"(the labels' ids {want})")
     check(f"trainable_params={len(ids) * 128} " in a.log_text(),
           f"startup line: trainable_params={len(ids) * 128} (four rows of 128)")
-    for n in (a, b):
-        n.proc.terminate()
-        check(n.wait(60) == 0, f"{n.name} stops with exit 0 on SIGTERM", n.log_text(5))
+    nu.stop_all([a, b])
     out = os.path.join(root, "export")
     if nu.export(a.state_dir, out) is None:
         return
